@@ -1,0 +1,577 @@
+//! Configuration: the raw TOML form, its validation, and the validated [`Config`].
+//!
+//! The raw structs mirror the file (`deny_unknown_fields`: a typo must fail loudly);
+//! [`Config::load`] reads a file and [`RawConfig::validate`] resolves it once into typed
+//! values. Only the validated [`Config`] leaves this module. Every key, its default and
+//! its meaning is documented in `edge.example.toml` at the repository root.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration error; its `Display` names the file, the key and what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read config: {source}")]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for our schema (unknown key, wrong type, ...).
+    #[error("{file}: {message}")]
+    Parse {
+        /// The config file.
+        file: PathBuf,
+        /// toml's message, which names the key and the line.
+        message: String,
+    },
+    /// A key has a value of the right type but outside what we accept.
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        /// The config file (or `<built-in>` for programmatic configs).
+        file: PathBuf,
+        /// The dotted key, e.g. `limits.max_head_bytes`.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// What to do about kernel TLS offload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KtlsMode {
+    /// Offload when the start-up probe says the kernel can, else serve TLS in userspace.
+    Auto,
+    /// Never offload.
+    Off,
+    /// Refuse to start unless the kernel can offload.
+    Require,
+}
+
+/// The `[server]` table as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_tls_listen")]
+    tls_listen: String,
+    http_listen: Option<String>,
+    #[serde(default = "default_admin_listen")]
+    admin_listen: String,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+    worker_threads: Option<usize>,
+    #[serde(default = "default_shutdown_grace_secs")]
+    shutdown_grace_secs: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            tls_listen: default_tls_listen(),
+            http_listen: None,
+            admin_listen: default_admin_listen(),
+            state_dir: default_state_dir(),
+            worker_threads: None,
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+        }
+    }
+}
+
+fn default_tls_listen() -> String {
+    "0.0.0.0:8443".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/edge".into()
+}
+fn default_shutdown_grace_secs() -> u64 {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContent {
+    #[serde(default = "default_root")]
+    root: PathBuf,
+}
+
+impl Default for RawContent {
+    fn default() -> Self {
+        Self {
+            root: default_root(),
+        }
+    }
+}
+
+fn default_root() -> PathBuf {
+    "/srv/edge/www".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_head_bytes: usize,
+    max_headers: usize,
+    header_read_timeout_secs: u64,
+    idle_timeout_secs: u64,
+    send_timeout_secs: u64,
+    tls_handshake_timeout_secs: u64,
+    max_requests_per_connection: u32,
+    max_connections: usize,
+    userspace_tls_buffer_bytes: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: 16 * 1024,
+            max_headers: 64,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 75,
+            send_timeout_secs: 60,
+            tls_handshake_timeout_secs: 10,
+            max_requests_per_connection: 10_000,
+            max_connections: 16_384,
+            userspace_tls_buffer_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTls {
+    cert_path: Option<PathBuf>,
+    key_path: Option<PathBuf>,
+    ktls: KtlsMode,
+    ktls_max_bytes_per_connection: u64,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            cert_path: None,
+            key_path: None,
+            ktls: KtlsMode::Auto,
+            ktls_max_bytes_per_connection: DEFAULT_KTLS_MAX_BYTES,
+        }
+    }
+}
+
+/// Default cap on bytes sent over one kTLS connection: 64 GiB, far below the
+/// 2^24.5 full-size records AES-GCM allows under one key (about 380 GiB for 16 KiB
+/// records). Without KeyUpdate support in our kTLS path the connection is closed
+/// gracefully after the response that crosses this cap.
+pub const DEFAULT_KTLS_MAX_BYTES: u64 = 64 << 30;
+/// The hard ceiling for `tls.ktls_max_bytes_per_connection` (AES-GCM's limit with margin).
+pub const MAX_KTLS_MAX_BYTES: u64 = 256 << 30;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCors {
+    allowed_origins: Vec<String>,
+    preflight_max_age_secs: u64,
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        Self {
+            allowed_origins: vec!["*".into()],
+            preflight_max_age_secs: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    token_file: Option<PathBuf>,
+}
+
+/// The whole file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    content: RawContent,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    cors: RawCors,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+/// Validated limits. Each is documented in `edge.example.toml`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head (request line + headers) accepted; larger gets 431.
+    pub max_head_bytes: NonZeroUsize,
+    /// Most header lines in one request; more gets 431.
+    pub max_headers: NonZeroUsize,
+    /// Time allowed from the first byte of a head to its end.
+    pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Time one response may take to leave (a stalled reader is cut off).
+    pub send_timeout: Duration,
+    /// Time allowed for a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Requests served on one connection before it is closed (after the response).
+    pub max_requests_per_connection: NonZeroU32,
+    /// Client connections open at once, across listeners; more are refused.
+    pub max_connections: NonZeroUsize,
+    /// Size of the pooled buffer a userspace-TLS body is read into.
+    pub userspace_tls_buffer_bytes: NonZeroUsize,
+}
+
+/// Validated TLS settings.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM certificate chain and key; `None` means a self-signed pair in `state_dir`.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// Offload policy.
+    pub ktls: KtlsMode,
+    /// Bytes one kTLS connection may carry before it is closed after the response in flight.
+    pub ktls_max_bytes_per_connection: NonZeroU64,
+}
+
+/// Which browser origins may read responses.
+#[derive(Debug, Clone)]
+pub enum AllowedOrigins {
+    /// `*`: any origin.
+    Any,
+    /// Exactly these origins (scheme://host[:port], compared case-insensitively).
+    List(Vec<String>),
+}
+
+/// Validated CORS settings.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Origins allowed to read responses.
+    pub allowed_origins: AllowedOrigins,
+    /// `Access-Control-Max-Age` for preflight answers.
+    pub preflight_max_age: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the TLS listener.
+    pub tls_listen: SocketAddr,
+    /// Address of the optional plain-HTTP listener.
+    pub http_listen: Option<SocketAddr>,
+    /// Address of the admin listener (loopback by default).
+    pub admin_listen: SocketAddr,
+    /// Where generated keys, certificates and the admin token live.
+    pub state_dir: PathBuf,
+    /// Tokio worker threads; `None` = one per core.
+    pub worker_threads: Option<NonZeroUsize>,
+    /// How long in-flight connections may run after SIGTERM before they are cut.
+    pub shutdown_grace: Duration,
+    /// Directory whose files are served.
+    pub content_root: PathBuf,
+    /// Limits.
+    pub limits: Limits,
+    /// TLS settings.
+    pub tls: TlsSettings,
+    /// CORS settings.
+    pub cors: Cors,
+    /// File holding the admin bearer token; `None` = `state_dir/admin.token`, generated.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `file` is only used in error messages.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?;
+        raw.validate(file)
+    }
+}
+
+impl RawConfig {
+    /// Resolves the raw values into a [`Config`], naming `file` and the key on error.
+    pub fn validate(self, file: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            message,
+        };
+        let addr = |key: &'static str, v: &str| -> Result<SocketAddr, ConfigError> {
+            v.parse()
+                .map_err(|e| invalid(key, format!("`{v}` is not an IP:port socket address ({e})")))
+        };
+        let secs = |key: &'static str, v: u64, max: u64| -> Result<Duration, ConfigError> {
+            if v == 0 || v > max {
+                return Err(invalid(
+                    key,
+                    format!("{v} is out of range: use 1..={max} seconds"),
+                ));
+            }
+            Ok(Duration::from_secs(v))
+        };
+        fn nz<T: TryInto<N>, N>(v: T) -> Option<N> {
+            v.try_into().ok()
+        }
+
+        let s = self.server;
+        let tls_listen = addr("server.tls_listen", &s.tls_listen)?;
+        let http_listen = s
+            .http_listen
+            .as_deref()
+            .map(|v| addr("server.http_listen", v))
+            .transpose()?;
+        let admin_listen = addr("server.admin_listen", &s.admin_listen)?;
+        if s.state_dir.as_os_str().is_empty() {
+            return Err(invalid("server.state_dir", "must not be empty".into()));
+        }
+        let worker_threads = match s.worker_threads {
+            None => None,
+            Some(n @ 1..=1024) => NonZeroUsize::new(n),
+            Some(n) => {
+                return Err(invalid(
+                    "server.worker_threads",
+                    format!("{n} is out of range: use 1..=1024"),
+                ))
+            }
+        };
+        let shutdown_grace = if s.shutdown_grace_secs == 0 {
+            Duration::ZERO
+        } else {
+            secs("server.shutdown_grace_secs", s.shutdown_grace_secs, 3600)?
+        };
+
+        if self.content.root.as_os_str().is_empty() {
+            return Err(invalid("content.root", "must not be empty".into()));
+        }
+
+        let l = self.limits;
+        if !(1024..=1 << 20).contains(&l.max_head_bytes) {
+            return Err(invalid(
+                "limits.max_head_bytes",
+                format!("{} is out of range: use 1024..=1048576", l.max_head_bytes),
+            ));
+        }
+        if !(8..=1024).contains(&l.max_headers) {
+            return Err(invalid(
+                "limits.max_headers",
+                format!("{} is out of range: use 8..=1024", l.max_headers),
+            ));
+        }
+        if !(4096..=16 << 20).contains(&l.userspace_tls_buffer_bytes) {
+            return Err(invalid(
+                "limits.userspace_tls_buffer_bytes",
+                format!(
+                    "{} is out of range: use 4096..=16777216",
+                    l.userspace_tls_buffer_bytes
+                ),
+            ));
+        }
+        let limits = Limits {
+            max_head_bytes: nz(l.max_head_bytes).expect("checked above"),
+            max_headers: nz(l.max_headers).expect("checked above"),
+            header_read_timeout: secs(
+                "limits.header_read_timeout_secs",
+                l.header_read_timeout_secs,
+                3600,
+            )?,
+            idle_timeout: secs("limits.idle_timeout_secs", l.idle_timeout_secs, 86_400)?,
+            send_timeout: secs("limits.send_timeout_secs", l.send_timeout_secs, 86_400)?,
+            tls_handshake_timeout: secs(
+                "limits.tls_handshake_timeout_secs",
+                l.tls_handshake_timeout_secs,
+                3600,
+            )?,
+            max_requests_per_connection: nz(l.max_requests_per_connection).ok_or_else(|| {
+                invalid(
+                    "limits.max_requests_per_connection",
+                    "must be at least 1".into(),
+                )
+            })?,
+            max_connections: nz(l.max_connections)
+                .ok_or_else(|| invalid("limits.max_connections", "must be at least 1".into()))?,
+            userspace_tls_buffer_bytes: nz(l.userspace_tls_buffer_bytes).expect("checked above"),
+        };
+
+        let t = self.tls;
+        let cert_and_key = match (t.cert_path, t.key_path) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.key_path",
+                    "is required when tls.cert_path is set".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert_path",
+                    "is required when tls.key_path is set".into(),
+                ))
+            }
+        };
+        if t.ktls_max_bytes_per_connection < (1 << 20)
+            || t.ktls_max_bytes_per_connection > MAX_KTLS_MAX_BYTES
+        {
+            return Err(invalid(
+                "tls.ktls_max_bytes_per_connection",
+                format!(
+                    "{} is out of range: use 1048576..={MAX_KTLS_MAX_BYTES} (AES-GCM key usage limit)",
+                    t.ktls_max_bytes_per_connection
+                ),
+            ));
+        }
+        let tls = TlsSettings {
+            cert_and_key,
+            ktls: t.ktls,
+            ktls_max_bytes_per_connection: nz(t.ktls_max_bytes_per_connection)
+                .expect("checked above"),
+        };
+
+        let c = self.cors;
+        let allowed_origins = if c.allowed_origins.iter().any(|o| o == "*") {
+            if c.allowed_origins.len() > 1 {
+                return Err(invalid(
+                    "cors.allowed_origins",
+                    "`*` cannot be combined with other origins".into(),
+                ));
+            }
+            AllowedOrigins::Any
+        } else {
+            for o in &c.allowed_origins {
+                let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                    && !o.ends_with('/')
+                    && o.bytes().all(|b| b.is_ascii_graphic());
+                if !ok {
+                    return Err(invalid(
+                        "cors.allowed_origins",
+                        format!(
+                            "`{o}` is not an origin: write scheme://host[:port] without a path"
+                        ),
+                    ));
+                }
+            }
+            AllowedOrigins::List(
+                c.allowed_origins
+                    .iter()
+                    .map(|o| o.to_ascii_lowercase())
+                    .collect(),
+            )
+        };
+        let cors = Cors {
+            allowed_origins,
+            preflight_max_age: Duration::from_secs(c.preflight_max_age_secs.min(86_400 * 7)),
+        };
+
+        Ok(Config {
+            tls_listen,
+            http_listen,
+            admin_listen,
+            state_dir: s.state_dir,
+            worker_threads,
+            shutdown_grace,
+            content_root: self.content.root,
+            limits,
+            tls,
+            cors,
+            admin_token_file: self.admin.token_file,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("edge.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.tls_listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.admin_listen, "127.0.0.1:9090".parse().unwrap());
+        assert!(c.http_listen.is_none());
+        assert_eq!(c.limits.max_head_bytes.get(), 16384);
+        assert_eq!(c.tls.ktls, KtlsMode::Auto);
+        assert!(matches!(c.cors.allowed_origins, AllowedOrigins::Any));
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../edge.example.toml");
+        load(text).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_names_the_file_and_key() {
+        let e = load("[limits]\nmax_head_byte = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("edge.toml:"), "{e}");
+        assert!(e.contains("max_head_byte"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let e = load("[limits]\nmax_head_bytes = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_head_bytes"), "{e}");
+        let e = load("[server]\ntls_listen = \"nonsense\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.tls_listen") && e.contains("nonsense"),
+            "{e}"
+        );
+        let e = load("[tls]\nktls = \"maybe\"\n").unwrap_err().to_string();
+        assert!(e.contains("ktls") && e.contains("maybe"), "{e}");
+        let e = load("[tls]\ncert_path = \"/c.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.key_path"), "{e}");
+        let e = load("[limits]\nheader_read_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.header_read_timeout_secs"), "{e}");
+        let e = load("[cors]\nallowed_origins = [\"*\", \"https://a\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cors.allowed_origins"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let e = load("[limits]\nmax_connections = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_connections"), "{e}");
+    }
+}

@@ -1,0 +1,635 @@
+//! From a parsed request to a response plan: routing to files under the content
+//! root, conditional requests, byte ranges, CORS, and error answers.
+//!
+//! [`respond`] is synchronous: it opens and `fstat`s the file (a page-cache hit on a
+//! warm server) and writes the response head into the connection's reused buffer.
+//! The connection loop then sends the head and the planned body on its transport.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::{AllowedOrigins, Cors};
+use crate::http::range::{self, RangeOutcome};
+use crate::http::request::{Method, RequestHead};
+use crate::http::response::HeadWriter;
+use crate::http::{self, HttpError};
+
+/// What the handler needs to know about the site.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The served directory.
+    pub root: PathBuf,
+    /// CORS policy.
+    pub cors: Cors,
+}
+
+/// Per-connection scratch space, reused across requests.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Normalised relative path.
+    rel: String,
+    /// Absolute path under the root.
+    full: PathBuf,
+    /// The response head being built.
+    pub head: Vec<u8>,
+}
+
+/// The body to send after the head.
+#[derive(Debug)]
+pub enum Body {
+    /// No body (HEAD, 204, 304).
+    None,
+    /// A short static body (error texts).
+    Static(&'static [u8]),
+    /// `len` bytes of `file` from `offset`.
+    File {
+        /// The open file.
+        file: File,
+        /// First byte to send.
+        offset: u64,
+        /// Bytes to send.
+        len: u64,
+    },
+}
+
+impl Body {
+    /// Bytes the body will put on the wire (before TLS framing).
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::None => 0,
+            Body::Static(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A response ready to send: the head is in [`Scratch::head`].
+#[derive(Debug)]
+pub struct Plan {
+    /// Status code sent.
+    pub status: u16,
+    /// Body to send after the head.
+    pub body: Body,
+    /// Whether the connection closes after this response (`Connection: close` was sent).
+    pub close: bool,
+}
+
+/// Builds the response to `req` (whose spans index `raw`).
+///
+/// `keep_alive` says whether the connection may stay open after this response as far
+/// as the caller is concerned (client's wish, request cap, shutdown); `byte_budget`
+/// is how many body bytes the transport may still send before it must close (the kTLS
+/// per-connection cap; `u64::MAX` elsewhere). A response whose body exceeds the
+/// budget is still sent whole, then the connection closes.
+pub fn respond(
+    req: &RequestHead,
+    raw: &[u8],
+    site: &Site,
+    scratch: &mut Scratch,
+    keep_alive: bool,
+    byte_budget: u64,
+) -> Plan {
+    let origin = req.origin.clone().map(|s| &raw[s]);
+    match route(req, raw, site, scratch) {
+        Ok(Routed::File(found)) => file_response(
+            req,
+            raw,
+            site,
+            scratch,
+            found,
+            origin,
+            keep_alive,
+            byte_budget,
+        ),
+        Ok(Routed::Options { preflight }) => {
+            let mut w = HeadWriter::start(&mut scratch.head, 204);
+            w.header("Allow", b"GET, HEAD, OPTIONS");
+            if preflight {
+                w.header("Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS");
+                if let Some(h) = req.ac_request_headers.clone() {
+                    w.header("Access-Control-Allow-Headers", &raw[h]);
+                }
+                w.header_u64(
+                    "Access-Control-Max-Age",
+                    site.cors.preflight_max_age.as_secs(),
+                );
+            }
+            cors_headers(&mut w, origin, &site.cors);
+            w.header("Content-Length", b"0");
+            connection_header(&mut w, keep_alive);
+            w.finish();
+            Plan {
+                status: 204,
+                body: Body::None,
+                close: !keep_alive,
+            }
+        }
+        Err(e) => error_response(e, req.method(), origin, site, scratch, keep_alive, None),
+    }
+}
+
+/// Answers `err` (also used by the connection loop for framing errors, where no
+/// request head is available: then `method` is GET and `origin` is `None`).
+pub fn error_response(
+    err: HttpError,
+    method: Method,
+    origin: Option<&[u8]>,
+    site: &Site,
+    scratch: &mut Scratch,
+    keep_alive: bool,
+    unsatisfied_len: Option<u64>,
+) -> Plan {
+    let close = !keep_alive || err.closes();
+    let status = err.status();
+    let mut w = HeadWriter::start(&mut scratch.head, status);
+    w.header("Content-Type", b"text/plain; charset=utf-8");
+    // A short max-age on 404 lets players and caches retry a not-yet-available
+    // segment soon; other errors are not cached at all.
+    w.header(
+        "Cache-Control",
+        if status == 404 {
+            b"public, max-age=2"
+        } else {
+            b"no-store"
+        },
+    );
+    if err == HttpError::MethodNotAllowed {
+        w.header("Allow", b"GET, HEAD, OPTIONS");
+    }
+    if let Some(len) = unsatisfied_len {
+        w.content_range_unsatisfied(len);
+        w.header("Accept-Ranges", b"bytes");
+    }
+    cors_headers(&mut w, origin, &site.cors);
+    let body = err.body();
+    w.header_u64("Content-Length", body.len() as u64);
+    connection_header(&mut w, !close);
+    w.finish();
+    let body = if method == Method::Head {
+        Body::None
+    } else {
+        Body::Static(body)
+    };
+    Plan {
+        status,
+        body,
+        close,
+    }
+}
+
+enum Routed {
+    File(Found),
+    Options { preflight: bool },
+}
+
+struct Found {
+    file: File,
+    len: u64,
+    mtime: SystemTime,
+    ino: u64,
+}
+
+fn route(
+    req: &RequestHead,
+    raw: &[u8],
+    site: &Site,
+    scratch: &mut Scratch,
+) -> Result<Routed, HttpError> {
+    if req.minor_version >= 1 && req.host.is_none() {
+        return Err(HttpError::MissingHost);
+    }
+    let target = &raw[req.target.clone()];
+    match req.method() {
+        Method::Options => {
+            let preflight = req.origin.is_some() && req.ac_request_method.is_some();
+            if preflight {
+                let origin = &raw[req.origin.clone().unwrap_or_default()];
+                if !origin_allowed(origin, &site.cors) {
+                    return Err(HttpError::OriginNotAllowed);
+                }
+            }
+            if target != b"*" {
+                http::path::normalise(target, &mut scratch.rel)?;
+            }
+            Ok(Routed::Options { preflight })
+        }
+        Method::Other => Err(HttpError::MethodNotAllowed),
+        Method::Get | Method::Head => {
+            http::path::normalise(target, &mut scratch.rel)?;
+            open_under(&site.root, &scratch.rel, &mut scratch.full).map(Routed::File)
+        }
+    }
+}
+
+/// Opens `rel` (already normalised) under `root`, refusing a symlink as the last
+/// component and anything that is not a regular file.
+fn open_under(root: &Path, rel: &str, full: &mut PathBuf) -> Result<Found, HttpError> {
+    let s = full.as_mut_os_string();
+    s.clear();
+    s.push(root.as_os_str());
+    s.push("/");
+    s.push(rel);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(&*full)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::PermissionDenied
+            | std::io::ErrorKind::NotADirectory => HttpError::NotFound,
+            _ if e.raw_os_error() == Some(libc::ELOOP) => HttpError::NotFound,
+            _ => {
+                tracing::warn!(error = %e, "open failed");
+                HttpError::Internal
+            }
+        })?;
+    let meta = file.metadata().map_err(|_| HttpError::Internal)?;
+    if !meta.is_file() {
+        return Err(HttpError::NotFound);
+    }
+    Ok(Found {
+        len: meta.len(),
+        mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+        ino: meta.ino(),
+        file,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn file_response(
+    req: &RequestHead,
+    raw: &[u8],
+    site: &Site,
+    scratch: &mut Scratch,
+    found: Found,
+    origin: Option<&[u8]>,
+    keep_alive: bool,
+    byte_budget: u64,
+) -> Plan {
+    let Found {
+        file,
+        len,
+        mtime,
+        ino,
+    } = found;
+    // Second precision, as Last-Modified carries it.
+    let mtime_secs = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let last_modified = UNIX_EPOCH + Duration::from_secs(mtime_secs.as_secs());
+    let mut etag_buf = [0u8; 64];
+    let etag = {
+        let mut c = std::io::Cursor::new(&mut etag_buf[..]);
+        let _ = write!(
+            c,
+            "\"{:x}-{:x}{:08x}-{:x}\"",
+            len,
+            mtime_secs.as_secs(),
+            mtime_secs.subsec_nanos(),
+            ino
+        );
+        let n = c.position() as usize;
+        &etag_buf[..n]
+    };
+
+    let not_modified = match req.if_none_match.clone() {
+        Some(v) => etag_list_matches(&raw[v], etag),
+        None => req
+            .if_modified_since
+            .clone()
+            .and_then(|v| {
+                std::str::from_utf8(&raw[v])
+                    .ok()
+                    .and_then(|s| httpdate::parse_http_date(s).ok())
+            })
+            .is_some_and(|ims| last_modified <= ims),
+    };
+    let method = req.method();
+    let rel = scratch.rel.as_str();
+    let content_type = http::content_type(rel);
+    let cache_control = http::cache_control(rel);
+
+    if not_modified {
+        let mut w = HeadWriter::start(&mut scratch.head, 304);
+        w.header("ETag", etag)
+            .header_date("Last-Modified", last_modified)
+            .header("Cache-Control", cache_control.as_bytes());
+        cors_headers(&mut w, origin, &site.cors);
+        connection_header(&mut w, keep_alive);
+        w.finish();
+        return Plan {
+            status: 304,
+            body: Body::None,
+            close: !keep_alive,
+        };
+    }
+
+    let range_applies = req.range.is_some()
+        && match req.if_range.clone() {
+            None => true,
+            Some(v) => if_range_matches(&raw[v], etag, last_modified),
+        };
+    let outcome = match req.range.clone() {
+        Some(v) if range_applies => range::evaluate(&raw[v], len),
+        _ => RangeOutcome::Full,
+    };
+    let (status, offset, body_len) = match outcome {
+        RangeOutcome::Full => (200, 0, len),
+        RangeOutcome::Partial { start, end } => (206, start, end - start + 1),
+        RangeOutcome::Unsatisfiable => {
+            return error_response(
+                HttpError::RangeNotSatisfiable,
+                method,
+                origin,
+                site,
+                scratch,
+                keep_alive,
+                Some(len),
+            );
+        }
+    };
+    let sends_body = method == Method::Get && body_len > 0;
+    let close = !keep_alive || (sends_body && body_len >= byte_budget);
+    let mut w = HeadWriter::start(&mut scratch.head, status);
+    w.header("Content-Type", content_type.as_bytes())
+        .header_u64("Content-Length", body_len)
+        .header("Accept-Ranges", b"bytes")
+        .header("ETag", etag)
+        .header_date("Last-Modified", last_modified)
+        .header("Cache-Control", cache_control.as_bytes());
+    if status == 206 {
+        w.content_range(offset, offset + body_len - 1, len);
+    }
+    cors_headers(&mut w, origin, &site.cors);
+    connection_header(&mut w, !close);
+    w.finish();
+    let body = if sends_body {
+        Body::File {
+            file,
+            offset,
+            len: body_len,
+        }
+    } else {
+        Body::None
+    };
+    Plan {
+        status,
+        body,
+        close,
+    }
+}
+
+fn connection_header(w: &mut HeadWriter<'_>, keep_alive: bool) {
+    w.header(
+        "Connection",
+        if keep_alive { b"keep-alive" } else { b"close" },
+    );
+}
+
+fn origin_allowed(origin: &[u8], cors: &Cors) -> bool {
+    match &cors.allowed_origins {
+        AllowedOrigins::Any => true,
+        AllowedOrigins::List(list) => list
+            .iter()
+            .any(|o| o.as_bytes().eq_ignore_ascii_case(origin)),
+    }
+}
+
+/// CORS response headers for an actual (non-preflight) response or a preflight.
+fn cors_headers(w: &mut HeadWriter<'_>, origin: Option<&[u8]>, cors: &Cors) {
+    match &cors.allowed_origins {
+        AllowedOrigins::Any => {
+            w.header("Access-Control-Allow-Origin", b"*");
+        }
+        AllowedOrigins::List(_) => {
+            if let Some(o) = origin.filter(|o| origin_allowed(o, cors)) {
+                w.header("Access-Control-Allow-Origin", o);
+            }
+            w.header("Vary", b"Origin");
+        }
+    }
+    w.header(
+        "Access-Control-Expose-Headers",
+        b"Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified, Date",
+    );
+}
+
+/// `If-None-Match`: `*` or a comma-separated list compared weakly with our ETag.
+fn etag_list_matches(list: &[u8], etag: &[u8]) -> bool {
+    list.split(|&b| b == b',').any(|t| {
+        let t = t.trim_ascii();
+        t == b"*" || t.strip_prefix(b"W/").unwrap_or(t) == etag
+    })
+}
+
+/// `If-Range`: a strong ETag must equal ours exactly; a date must equal Last-Modified.
+fn if_range_matches(v: &[u8], etag: &[u8], last_modified: SystemTime) -> bool {
+    let v = v.trim_ascii();
+    if v.starts_with(b"\"") {
+        return v == etag;
+    }
+    if v.starts_with(b"W/") {
+        return false;
+    }
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| httpdate::parse_http_date(s).ok())
+        == Some(last_modified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::parse_head;
+
+    struct Fixture {
+        dir: PathBuf,
+        site: Site,
+    }
+
+    impl Fixture {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("edge-handler-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("v")).unwrap();
+            std::fs::write(dir.join("v/seg.ts"), vec![7u8; 1000]).unwrap();
+            std::fs::write(dir.join("index.html"), b"<html></html>").unwrap();
+            let site = Site {
+                root: dir.clone(),
+                cors: Cors {
+                    allowed_origins: AllowedOrigins::Any,
+                    preflight_max_age: Duration::from_secs(60),
+                },
+            };
+            Self { dir, site }
+        }
+
+        fn get(&self, req: &str) -> (Plan, String) {
+            let raw = req.as_bytes();
+            let head = parse_head(raw, 64, 16384).unwrap().unwrap();
+            let mut scratch = Scratch::default();
+            let plan = respond(
+                &head,
+                raw,
+                &self.site,
+                &mut scratch,
+                head.keep_alive(),
+                u64::MAX,
+            );
+            (plan, String::from_utf8(scratch.head).unwrap())
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(": ")?;
+            n.eq_ignore_ascii_case(name).then_some(v)
+        })
+    }
+
+    #[test]
+    fn full_get_range_and_conditional() {
+        let f = Fixture::new("full");
+        let (p, h) = f.get("GET /v/seg.ts HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(p.status, 200);
+        assert_eq!(header(&h, "Content-Length"), Some("1000"));
+        assert_eq!(header(&h, "Content-Type"), Some("video/mp2t"));
+        assert!(matches!(
+            p.body,
+            Body::File {
+                offset: 0,
+                len: 1000,
+                ..
+            }
+        ));
+        let etag = header(&h, "ETag").unwrap().to_string();
+
+        let (p, h) = f.get("GET /v/seg.ts HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n");
+        assert_eq!(p.status, 206);
+        assert_eq!(header(&h, "Content-Range"), Some("bytes 10-19/1000"));
+        assert!(matches!(
+            p.body,
+            Body::File {
+                offset: 10,
+                len: 10,
+                ..
+            }
+        ));
+
+        let (p, h) = f.get("GET /v/seg.ts HTTP/1.1\r\nHost: x\r\nRange: bytes=5000-\r\n\r\n");
+        assert_eq!(p.status, 416);
+        assert_eq!(header(&h, "Content-Range"), Some("bytes */1000"));
+        assert!(!p.close);
+
+        let (p, _) = f.get(&format!(
+            "GET /v/seg.ts HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n"
+        ));
+        assert_eq!(p.status, 304);
+        let (p, _) = f.get("GET /v/seg.ts HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"other\"\r\n\r\n");
+        assert_eq!(p.status, 200);
+        let lm = header(&h, "Date").unwrap(); // now >= mtime
+        let (p, _) = f.get(&format!(
+            "GET /v/seg.ts HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {lm}\r\n\r\n"
+        ));
+        assert_eq!(p.status, 304);
+
+        // If-Range with a different ETag: the range is ignored.
+        let (p, _) = f.get(
+            "GET /v/seg.ts HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\nIf-Range: \"nope\"\r\n\r\n",
+        );
+        assert_eq!(p.status, 200);
+        let (p, _) = f.get(&format!(
+            "GET /v/seg.ts HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\nIf-Range: {etag}\r\n\r\n"
+        ));
+        assert_eq!(p.status, 206);
+    }
+
+    #[test]
+    fn head_has_length_but_no_body() {
+        let f = Fixture::new("head");
+        let (p, h) = f.get("HEAD /v/seg.ts HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(p.status, 200);
+        assert_eq!(header(&h, "Content-Length"), Some("1000"));
+        assert!(matches!(p.body, Body::None));
+    }
+
+    #[test]
+    fn errors_keep_alive_and_carry_cache_control() {
+        let f = Fixture::new("errors");
+        let (p, h) = f.get("GET /missing.ts HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((p.status, p.close), (404, false));
+        assert_eq!(header(&h, "Cache-Control"), Some("public, max-age=2"));
+        assert_eq!(header(&h, "Connection"), Some("keep-alive"));
+        let (p, _) = f.get("GET /v/seg.ts HTTP/1.1\r\n\r\n");
+        assert_eq!((p.status, p.close), (400, false));
+        let (p, _) = f.get("GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((p.status, p.close), (400, false));
+        let (p, h) = f.get("DELETE /v/seg.ts HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(p.status, 405);
+        assert_eq!(header(&h, "Allow"), Some("GET, HEAD, OPTIONS"));
+        let (p, _) = f.get("GET /v HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(p.status, 404, "a directory is not a file");
+    }
+
+    #[test]
+    fn directory_index_and_symlinks() {
+        let f = Fixture::new("index");
+        let (p, _) = f.get("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(p.status, 200);
+        std::os::unix::fs::symlink("/etc/passwd", f.dir.join("link.txt")).unwrap();
+        let (p, _) = f.get("GET /link.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(p.status, 404);
+    }
+
+    #[test]
+    fn cors_preflight_and_origin_list() {
+        let mut f = Fixture::new("cors");
+        let (p, h) = f.get(
+            "OPTIONS /v/seg.ts HTTP/1.1\r\nHost: x\r\nOrigin: https://player.example\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: range\r\n\r\n",
+        );
+        assert_eq!(p.status, 204);
+        assert_eq!(header(&h, "Access-Control-Allow-Origin"), Some("*"));
+        assert_eq!(header(&h, "Access-Control-Allow-Headers"), Some("range"));
+        assert_eq!(header(&h, "Access-Control-Max-Age"), Some("60"));
+
+        f.site.cors.allowed_origins = AllowedOrigins::List(vec!["https://player.example".into()]);
+        let (_, h) =
+            f.get("GET /v/seg.ts HTTP/1.1\r\nHost: x\r\nOrigin: https://player.example\r\n\r\n");
+        assert_eq!(
+            header(&h, "Access-Control-Allow-Origin"),
+            Some("https://player.example")
+        );
+        assert_eq!(header(&h, "Vary"), Some("Origin"));
+        let (_, h) =
+            f.get("GET /v/seg.ts HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n\r\n");
+        assert_eq!(header(&h, "Access-Control-Allow-Origin"), None);
+        let (p, _) = f.get(
+            "OPTIONS /v/seg.ts HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: GET\r\n\r\n",
+        );
+        assert_eq!((p.status, p.close), (403, false));
+    }
+
+    #[test]
+    fn byte_budget_closes_after_the_response() {
+        let f = Fixture::new("budget");
+        let raw = b"GET /v/seg.ts HTTP/1.1\r\nHost: x\r\n\r\n";
+        let head = parse_head(raw, 64, 16384).unwrap().unwrap();
+        let mut scratch = Scratch::default();
+        let p = respond(&head, raw, &f.site, &mut scratch, true, 500);
+        assert!(p.close);
+        assert!(String::from_utf8_lossy(&scratch.head).contains("Connection: close"));
+    }
+}

@@ -1,0 +1,308 @@
+//! Request heads: parsing with `httparse` into a borrow-free [`RequestHead`].
+//!
+//! The parser is a pure function over the bytes received so far; it records the
+//! headers the data plane acts on as [`Span`]s into the caller's buffer, so the
+//! connection can keep one reusable buffer and nothing is allocated per request.
+
+use std::ops::Range;
+
+use super::HttpError;
+
+/// A byte range inside the connection's read buffer.
+pub type Span = Range<usize>;
+
+/// Request methods the data plane distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// HEAD.
+    Head,
+    /// OPTIONS (CORS preflight or `Allow` discovery).
+    Options,
+    /// Anything else: answered 405 with `Allow`.
+    Other,
+}
+
+/// A parsed request head. Spans index the buffer passed to [`parse_head`].
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Option<Method>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// The request target as sent (origin-form path and query, or `*`).
+    pub target: Span,
+    /// `Host`.
+    pub host: Option<Span>,
+    /// `Range`.
+    pub range: Option<Span>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<Span>,
+    /// `If-Modified-Since`.
+    pub if_modified_since: Option<Span>,
+    /// `If-Range`.
+    pub if_range: Option<Span>,
+    /// `Origin`.
+    pub origin: Option<Span>,
+    /// `Access-Control-Request-Method`.
+    pub ac_request_method: Option<Span>,
+    /// `Access-Control-Request-Headers`.
+    pub ac_request_headers: Option<Span>,
+    /// `Connection: close` was sent.
+    pub connection_close: bool,
+    /// `Connection: keep-alive` was sent (matters for HTTP/1.0).
+    pub connection_keep_alive: bool,
+    /// `Content-Length` of a request body (0 when absent).
+    pub content_length: u64,
+    /// Bytes of the head including the final CRLFCRLF.
+    pub head_len: usize,
+}
+
+impl RequestHead {
+    /// Whether the client allows the connection to stay open after this request.
+    pub fn keep_alive(&self) -> bool {
+        if self.connection_close {
+            return false;
+        }
+        self.minor_version >= 1 || self.connection_keep_alive
+    }
+
+    /// The method (always set by a successful parse).
+    pub fn method(&self) -> Method {
+        self.method.unwrap_or(Method::Other)
+    }
+}
+
+/// Upper bound for `limits.max_headers`; the parser's header array lives on the stack.
+pub const MAX_HEADERS_CEILING: usize = 1024;
+
+/// Parses the head at the start of `buf`.
+///
+/// Returns `Ok(None)` when the head is incomplete (read more, unless `buf` already
+/// holds `max_head_bytes`: then it is [`HttpError::HeadTooLarge`]). Errors are
+/// framing errors: the caller answers them and closes the connection.
+pub fn parse_head(
+    buf: &[u8],
+    max_headers: usize,
+    max_head_bytes: usize,
+) -> Result<Option<RequestHead>, HttpError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+    let headers = &mut storage[..max_headers.min(MAX_HEADERS_CEILING)];
+    let mut req = httparse::Request::new(headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+        Err(_) => return Err(HttpError::MalformedHead),
+    };
+    let head_len = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => {
+            return if buf.len() >= max_head_bytes {
+                Err(HttpError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+    };
+    if head_len > max_head_bytes {
+        return Err(HttpError::HeadTooLarge);
+    }
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| -> Span {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        _ => Method::Other,
+    };
+    let mut head = RequestHead {
+        method: Some(method),
+        minor_version: req.version.unwrap_or(1),
+        target: span(req.path.unwrap_or("").as_bytes()),
+        head_len,
+        ..RequestHead::default()
+    };
+    let mut content_length: Option<u64> = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        let value = h.value;
+        if name.eq_ignore_ascii_case("host") {
+            if head.host.is_some() {
+                return Err(HttpError::MalformedHead);
+            }
+            head.host = Some(span(value));
+        } else if name.eq_ignore_ascii_case("range") {
+            head.range = Some(span(value));
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            head.if_none_match = Some(span(value));
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            head.if_modified_since = Some(span(value));
+        } else if name.eq_ignore_ascii_case("if-range") {
+            head.if_range = Some(span(value));
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(span(value));
+        } else if name.eq_ignore_ascii_case("access-control-request-method") {
+            head.ac_request_method = Some(span(value));
+        } else if name.eq_ignore_ascii_case("access-control-request-headers") {
+            head.ac_request_headers = Some(span(value));
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.connection_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    head.connection_keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let v = parse_decimal(value.trim_ascii()).ok_or(HttpError::BadContentLength)?;
+            if content_length.is_some_and(|prev| prev != v) {
+                return Err(HttpError::BadContentLength);
+            }
+            content_length = Some(v);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HttpError::UnsupportedTransferEncoding);
+        }
+    }
+    head.content_length = content_length.unwrap_or(0);
+    Ok(Some(head))
+}
+
+/// Parses an unsigned decimal with no sign, spaces or overflow.
+pub fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQ: &[u8] = b"GET /a/b.ts?x=1 HTTP/1.1\r\nHost: example\r\nRange: bytes=0-9\r\nOrigin: https://p\r\nConnection: keep-alive, Upgrade\r\n\r\n";
+
+    #[test]
+    fn parses_a_complete_head() {
+        let h = parse_head(REQ, 64, 16384).unwrap().unwrap();
+        assert_eq!(h.method(), Method::Get);
+        assert_eq!(&REQ[h.target.clone()], b"/a/b.ts?x=1");
+        assert_eq!(&REQ[h.host.clone().unwrap()], b"example");
+        assert_eq!(&REQ[h.range.clone().unwrap()], b"bytes=0-9");
+        assert_eq!(&REQ[h.origin.clone().unwrap()], b"https://p");
+        assert!(h.connection_keep_alive && !h.connection_close && h.keep_alive());
+        assert_eq!(h.head_len, REQ.len());
+    }
+
+    #[test]
+    fn every_split_point_is_partial_then_complete() {
+        for cut in 0..REQ.len() {
+            assert!(
+                parse_head(&REQ[..cut], 64, 16384).unwrap().is_none(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_report_their_own_length() {
+        let mut two = REQ.to_vec();
+        two.extend_from_slice(b"HEAD / HTTP/1.1\r\nHost: e\r\n\r\n");
+        let h = parse_head(&two, 64, 16384).unwrap().unwrap();
+        assert_eq!(h.head_len, REQ.len());
+        let h2 = parse_head(&two[h.head_len..], 64, 16384).unwrap().unwrap();
+        assert_eq!(h2.method(), Method::Head);
+    }
+
+    #[test]
+    fn limits_and_framing_errors() {
+        let big = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 2000]].concat();
+        assert_eq!(
+            parse_head(&big, 64, 1024).unwrap_err(),
+            HttpError::HeadTooLarge
+        );
+        let many: Vec<u8> = [
+            b"GET / HTTP/1.1\r\n".as_slice(),
+            &b"A: b\r\n".repeat(10),
+            b"\r\n",
+        ]
+        .concat();
+        assert_eq!(
+            parse_head(&many, 8, 16384).unwrap_err(),
+            HttpError::TooManyHeaders
+        );
+        assert_eq!(
+            parse_head(b"GARBAGE\r\n\r\n", 64, 16384).unwrap_err(),
+            HttpError::MalformedHead
+        );
+        assert_eq!(
+            parse_head(
+                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                64,
+                16384
+            )
+            .unwrap_err(),
+            HttpError::BadContentLength
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 64, 16384).unwrap_err(),
+            HttpError::BadContentLength
+        );
+        assert_eq!(
+            parse_head(
+                b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                64,
+                16384
+            )
+            .unwrap_err(),
+            HttpError::UnsupportedTransferEncoding
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 64, 16384).unwrap_err(),
+            HttpError::MalformedHead
+        );
+    }
+
+    #[test]
+    fn http10_keep_alive_rules() {
+        let h = parse_head(b"GET / HTTP/1.0\r\n\r\n", 64, 16384)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive());
+        let h = parse_head(
+            b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+            64,
+            16384,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.keep_alive());
+        let h = parse_head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 64, 16384)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive());
+    }
+
+    #[test]
+    fn decimal() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"18446744073709551615"), None);
+        assert_eq!(
+            parse_decimal(b"1844674407370955161"),
+            Some(1844674407370955161)
+        );
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"1a"), None);
+    }
+}

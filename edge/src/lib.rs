@@ -1,0 +1,18 @@
+//! The `edge` data plane: configuration, listeners, the HTTP/1.1 request loop, TLS
+//! (rustls, with kernel TLS offload where the kernel can), and the body paths
+//! (`sendfile` on plain and kTLS sockets, pooled `pread` + rustls otherwise).
+//!
+//! It owns client sockets and never depends on the admin plane's HTTP stack: it only
+//! hands a metrics registry to `web-ui`. All `unsafe` code lives in [`sys`].
+
+pub mod config;
+pub mod conn;
+pub mod demo;
+pub mod handler;
+pub mod http;
+pub mod metrics;
+pub mod offload;
+pub mod server;
+pub mod sys;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,339 @@
+//! A running server: start-up (state dir, certificates, kTLS probe, listeners,
+//! admin plane), the accept loops, per-connection tasks and the drain on shutdown.
+//!
+//! Accept loops race accept against the shutdown token and back off when the
+//! process is out of descriptors; each connection runs in its own task, with the TLS
+//! handshake inside that task under a timeout. On shutdown the loops stop, idle
+//! connections close, and in-flight ones get `server.shutdown_grace_secs` to finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::HandshakeKind;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, KtlsMode};
+use crate::conn::{self, ConnShared};
+use crate::handler::Site;
+use crate::metrics::{CloseReason, KtlsSetupFailure, Metrics};
+use crate::offload::{self, KtlsSupport};
+use crate::tls::{self, TlsError};
+use crate::transport::{BufferPool, KtlsTransport, PlainTransport, RustlsTransport};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Certificates, keys, the state directory or the admin token.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The config key that named it.
+        key: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `tls.ktls = "require"` but the kernel cannot offload.
+    #[error("tls.ktls = \"require\" but {0}")]
+    KtlsRequired(String),
+    /// The content root is not a readable directory.
+    #[error("content.root {path}: {reason}")]
+    ContentRoot {
+        /// The configured root.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A started server.
+pub struct Running {
+    /// Bound TLS address.
+    pub tls_addr: SocketAddr,
+    /// Bound plain-HTTP address, if enabled.
+    pub http_addr: Option<SocketAddr>,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    /// The data plane's metrics.
+    pub metrics: Arc<Metrics>,
+    /// What the kTLS probe found (or `none` when disabled).
+    pub ktls: KtlsSupport,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Running {
+    /// The one line printed on stdout once listening (tests and scripts parse it).
+    pub fn listening_line(&self) -> String {
+        let http = self
+            .http_addr
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        format!(
+            "edge: listening tls={} http={} admin={}",
+            self.tls_addr, http, self.admin_addr
+        )
+    }
+
+    /// Waits for the shutdown token, then drains: stops accepting, lets in-flight
+    /// connections finish for the grace period, and returns (remaining tasks are
+    /// dropped with the runtime).
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.tasks.close();
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.tasks.len(),
+                "grace period over; cutting remaining connections"
+            );
+        }
+    }
+}
+
+struct ServerCtx {
+    conn: ConnShared,
+    acceptor: TlsAcceptor,
+    ktls: KtlsSupport,
+    ktls_max_bytes: u64,
+    pool: Arc<BufferPool>,
+    conn_limit: Arc<Semaphore>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Starts everything `config` describes and returns once all listeners are bound.
+/// Must be called inside a multi-threaded tokio runtime. Cancelling `shutdown`
+/// begins the drain; [`Running::wait`] completes it.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    match std::fs::metadata(&config.content_root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(content_root_err(&config, "not a directory")),
+        Err(e) => return Err(content_root_err(&config, &e.to_string())),
+    }
+    tls::ensure_private_dir(&config.state_dir)?;
+    let (certs, key) = tls::load_or_generate(config.tls.cert_and_key.as_ref(), &config.state_dir)?;
+    let ktls = match config.tls.ktls {
+        KtlsMode::Off => KtlsSupport::none("disabled by tls.ktls = \"off\""),
+        KtlsMode::Auto | KtlsMode::Require => tokio::task::spawn_blocking(offload::probe)
+            .await
+            .unwrap_or_else(|_| KtlsSupport::none("probe panicked")),
+    };
+    tracing::info!("{ktls}");
+    if config.tls.ktls == KtlsMode::Require && !ktls.any() {
+        return Err(StartError::KtlsRequired(ktls.to_string()));
+    }
+    let tls_config = tls::server_config(certs, key, ktls.any())?;
+    let token = tls::admin_token(config.admin_token_file.as_deref(), &config.state_dir)?;
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.ktls_enabled.set(i64::from(ktls.any()));
+
+    let bind = |addr: SocketAddr, key: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, key, source })
+    };
+    let tls_listener = bind(config.tls_listen, "server.tls_listen").await?;
+    let http_listener = match config.http_listen {
+        Some(a) => Some(bind(a, "server.http_listen").await?),
+        None => None,
+    };
+    let admin_listener = bind(config.admin_listen, "server.admin_listen").await?;
+    let local = |l: &TcpListener, addr: SocketAddr| l.local_addr().unwrap_or(addr);
+    let tls_addr = local(&tls_listener, config.tls_listen);
+    let http_addr = http_listener
+        .as_ref()
+        .map(|l| local(l, config.http_listen.unwrap_or(tls_addr)));
+    let admin_addr = local(&admin_listener, config.admin_listen);
+
+    let tasks = TaskTracker::new();
+    let limits = config.limits.clone();
+    let ctx = Arc::new(ServerCtx {
+        conn: ConnShared {
+            site: Site {
+                root: config.content_root.clone(),
+                cors: config.cors.clone(),
+            },
+            limits: limits.clone(),
+            metrics: metrics.clone(),
+        },
+        acceptor: TlsAcceptor::from(tls_config),
+        ktls: ktls.clone(),
+        ktls_max_bytes: config.tls.ktls_max_bytes_per_connection.get(),
+        pool: Arc::new(BufferPool::new(
+            limits.userspace_tls_buffer_bytes.get(),
+            1024,
+        )),
+        conn_limit: Arc::new(Semaphore::new(limits.max_connections.get())),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    });
+
+    let admin_state = Arc::new(web_ui::AdminState::new(metrics.registry().clone(), token));
+    let admin_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = web_ui::serve(admin_listener, admin_state, admin_shutdown).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    tasks.spawn(accept_loop(tls_listener, ctx.clone(), true));
+    if let Some(l) = http_listener {
+        tasks.spawn(accept_loop(l, ctx.clone(), false));
+    }
+
+    Ok(Running {
+        tls_addr,
+        http_addr,
+        admin_addr,
+        metrics,
+        ktls,
+        tasks,
+        shutdown,
+        grace: config.shutdown_grace,
+    })
+}
+
+fn content_root_err(config: &Config, reason: &str) -> StartError {
+    StartError::ContentRoot {
+        path: config.content_root.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                let raw = e.raw_os_error();
+                if matches!(
+                    raw,
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
+                    tracing::warn!(error = %e, "accept failed; backing off 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                } else {
+                    tracing::debug!(error = %e, "accept failed");
+                }
+                continue;
+            }
+        };
+        let Ok(permit) = ctx.conn_limit.clone().try_acquire_owned() else {
+            ctx.conn.metrics.refused.inc();
+            if is_tls {
+                drop(stream);
+            } else {
+                ctx.tasks.spawn(conn::refuse_plain(stream));
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx2 = ctx.clone();
+        ctx.tasks.spawn(async move {
+            let _permit = permit;
+            let metrics = &ctx2.conn.metrics;
+            metrics.open.inc();
+            let _open = OpenGuard(metrics);
+            let span = tracing::debug_span!("conn", %peer, tls = is_tls);
+            let _ = span.enter();
+            let reason = if is_tls {
+                metrics.accepted_tls.inc();
+                serve_tls(stream, &ctx2).await
+            } else {
+                metrics.accepted_http.inc();
+                let mut t = PlainTransport::new(stream, ctx2.conn.limits.send_timeout);
+                Some(conn::serve(&mut t, &ctx2.conn, &ctx2.shutdown).await)
+            };
+            if let Some(r) = reason {
+                metrics.closed(r);
+            }
+        });
+    }
+}
+
+struct OpenGuard<'a>(&'a Metrics);
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.dec();
+    }
+}
+
+/// Handshake, the offload decision, then the request loop. `None` when the
+/// connection never got to HTTP (failed handshake or hand-over).
+async fn serve_tls(stream: TcpStream, ctx: &ServerCtx) -> Option<CloseReason> {
+    let metrics = &ctx.conn.metrics;
+    let limits = &ctx.conn.limits;
+    let accept = ctx.acceptor.accept(ktls::CorkStream::new(stream));
+    let mut tls = match tokio::time::timeout(limits.tls_handshake_timeout, accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics.handshake_failed_error.inc();
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            metrics.handshake_failed_timeout.inc();
+            return None;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    match session.handshake_kind() {
+        Some(HandshakeKind::Resumed) => metrics.handshakes_resumed.inc(),
+        _ => metrics.handshakes_full.inc(),
+    }
+    let offload = ctx.ktls.any()
+        && session
+            .negotiated_cipher_suite()
+            .is_some_and(|s| ctx.ktls.supports(s));
+    if ctx.ktls.any() && !offload {
+        metrics.ktls_setup_failed(KtlsSetupFailure::UnsupportedCipher);
+    }
+    if !offload {
+        metrics.tls_userspace.inc();
+        let mut t = RustlsTransport::new(tls, ctx.pool.clone(), limits.send_timeout);
+        return Some(conn::serve(&mut t, &ctx.conn, &ctx.shutdown).await);
+    }
+    // Flush what rustls still holds (TLS 1.3 NewSessionTickets) before the kernel
+    // takes over the record sequence.
+    if let Err(e) = tokio::time::timeout(limits.send_timeout, tls.flush())
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    {
+        metrics.ktls_setup_failed(KtlsSetupFailure::Flush);
+        tracing::debug!(error = %e, "flushing before kTLS hand-over failed");
+        return None;
+    }
+    match ktls::config_ktls_server(tls).await {
+        Ok(k) => {
+            metrics.tls_ktls.inc();
+            let (drained, stream) = k.into_raw();
+            let mut t =
+                KtlsTransport::new(stream, drained, limits.send_timeout, ctx.ktls_max_bytes);
+            Some(conn::serve_ktls(&mut t, &ctx.conn, &ctx.shutdown).await)
+        }
+        Err(e) => {
+            metrics.ktls_setup_failed(KtlsSetupFailure::Setup);
+            tracing::warn!(error = %e, "kTLS hand-over failed; connection lost");
+            None
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Socket and syscall glue: the only module of `edge` allowed to use `unsafe`.
+//!
+//! It owns thin, non-blocking wrappers over `sendfile(2)`, `send(2)` with `MSG_MORE`,
+//! `recvmsg(2)` on a kTLS socket (record types arrive as control messages), the kTLS
+//! `close_notify` alert, and the `TCP_ULP`/`SOL_TLS` socket options the start-up probe
+//! sets. Every function here is a single syscall with its result mapped to
+//! `io::Result`; readiness, retries and timeouts are the caller's business (the
+//! sockets are non-blocking and registered with tokio). Every `unsafe` block carries a
+//! `SAFETY:` comment.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// TLS record content type of application data.
+pub const RECORD_APPLICATION_DATA: u8 = 23;
+/// TLS record content type of an alert.
+pub const RECORD_ALERT: u8 = 21;
+
+fn cvt(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Sends up to `count` bytes of `file_fd` starting at `*offset` to socket `sock_fd`,
+/// advancing `*offset` by what was sent. Returns the bytes sent; `WouldBlock` when the
+/// socket buffer is full. On a kTLS socket the kernel encrypts the bytes.
+pub fn sendfile(
+    sock_fd: RawFd,
+    file_fd: RawFd,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut off =
+        i64::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `off` is a valid, exclusively borrowed i64 for the duration of the call;
+    // the kernel only reads the two descriptors, which the caller keeps open.
+    let ret = unsafe { libc::sendfile64(sock_fd, file_fd, &mut off, count) };
+    let n = cvt(ret)?;
+    *offset = off as u64;
+    Ok(n)
+}
+
+/// `send(2)` with `MSG_NOSIGNAL`, plus `MSG_MORE` when `more` is set (more data
+/// follows: the kernel holds the bytes back to coalesce them with the body).
+pub fn send(sock_fd: RawFd, buf: &[u8], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    // SAFETY: `buf` is a valid readable slice of `buf.len()` bytes for the call.
+    let ret = unsafe { libc::send(sock_fd, buf.as_ptr().cast(), buf.len(), flags) };
+    cvt(ret)
+}
+
+/// What one `recvmsg` on a kTLS socket returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KtlsRecv {
+    /// Decrypted application data of this many bytes (0 = orderly TCP end).
+    Data(usize),
+    /// A record of another content type (alert, handshake, change_cipher_spec):
+    /// its type and the first bytes of its payload (for an alert: level, description).
+    Control {
+        /// TLS content type.
+        record_type: u8,
+        /// Payload bytes copied into the caller's buffer.
+        len: usize,
+    },
+}
+
+/// One `recvmsg(2)` on a socket with kTLS receive enabled. Non-application records
+/// are reported as [`KtlsRecv::Control`] instead of failing with `EIO`.
+pub fn ktls_recv(sock_fd: RawFd, buf: &mut [u8]) -> io::Result<KtlsRecv> {
+    // Room for one cmsghdr carrying a single byte (the record type), u64-aligned.
+    let mut cmsg_space = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid value (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_space.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg_space);
+    // SAFETY: `msg` points at `iov` (the caller's writable buffer) and at
+    // `cmsg_space`, both alive and exclusively borrowed for the duration of the call.
+    let n = cvt(unsafe { libc::recvmsg(sock_fd, &mut msg, 0) })?;
+    // SAFETY: `msg` was filled by the kernel; CMSG_FIRSTHDR only reads msg_control/len.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if !cmsg.is_null() {
+        // SAFETY: the kernel returned a complete cmsghdr inside `cmsg_space`.
+        let hdr = unsafe { &*cmsg };
+        if hdr.cmsg_level == libc::SOL_TLS && hdr.cmsg_type == libc::TLS_GET_RECORD_TYPE {
+            // SAFETY: TLS_GET_RECORD_TYPE carries exactly one byte of data.
+            let record_type = unsafe { *libc::CMSG_DATA(cmsg) };
+            if record_type != RECORD_APPLICATION_DATA {
+                return Ok(KtlsRecv::Control {
+                    record_type,
+                    len: n,
+                });
+            }
+        }
+    }
+    Ok(KtlsRecv::Data(n))
+}
+
+/// Sends a TLS alert record (`level`, `description`) on a kTLS socket; with
+/// `(1, 0)` that is `close_notify`.
+pub fn ktls_send_alert(sock_fd: RawFd, level: u8, description: u8) -> io::Result<()> {
+    let payload = [level, description];
+    let mut cmsg_space = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_space.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(1) } as usize;
+    // SAFETY: msg_control points at `cmsg_space`, which is larger than CMSG_SPACE(1)
+    // and u64-aligned, so the first header and its one data byte fit.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_TLS;
+        (*cmsg).cmsg_type = libc::TLS_SET_RECORD_TYPE;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(1) as usize;
+        *libc::CMSG_DATA(cmsg) = RECORD_ALERT;
+    }
+    // SAFETY: `msg` points at live buffers for the duration of the call; the kernel
+    // only reads them.
+    cvt(unsafe { libc::sendmsg(sock_fd, &msg, libc::MSG_NOSIGNAL) }).map(|_| ())
+}
+
+/// Sets `TCP_ULP "tls"` on a connected TCP socket. Fails with `ENOENT` when the
+/// kernel has no `tls` module loaded (or built in).
+pub fn set_tcp_ulp_tls(sock_fd: RawFd) -> io::Result<()> {
+    const TLS: &[u8] = b"tls";
+    // SAFETY: the option value is a valid buffer of TLS.len() bytes.
+    let ret = unsafe {
+        libc::setsockopt(
+            sock_fd,
+            libc::SOL_TCP,
+            libc::TCP_ULP,
+            TLS.as_ptr().cast(),
+            TLS.len() as libc::socklen_t,
+        )
+    };
+    cvt(ret as isize).map(|_| ())
+}
+
+/// Direction of a kTLS key installation.
+#[derive(Debug, Clone, Copy)]
+pub enum KtlsDirection {
+    /// Transmit (`TLS_TX`).
+    Tx,
+    /// Receive (`TLS_RX`).
+    Rx,
+}
+
+/// Installs a crypto-info struct (one of libc's `tls12_crypto_info_*`, passed as
+/// bytes of a `#[repr(C)]` value) for `dir` on a socket that has `TCP_ULP "tls"`.
+pub fn set_ktls_crypto<T: KtlsCryptoInfo>(
+    sock_fd: RawFd,
+    dir: KtlsDirection,
+    info: &T,
+) -> io::Result<()> {
+    let opt = match dir {
+        KtlsDirection::Tx => libc::TLS_TX,
+        KtlsDirection::Rx => libc::TLS_RX,
+    };
+    // SAFETY: `info` is a live `#[repr(C)]` kernel uAPI struct (sealed trait) of
+    // exactly size_of::<T>() bytes; the kernel only reads it.
+    let ret = unsafe {
+        libc::setsockopt(
+            sock_fd,
+            libc::SOL_TLS,
+            opt,
+            (info as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    cvt(ret as isize).map(|_| ())
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The kernel's `tls12_crypto_info_*` structs (sealed: only these may be passed to
+/// [`set_ktls_crypto`]).
+pub trait KtlsCryptoInfo: sealed::Sealed {}
+macro_rules! crypto_info {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl KtlsCryptoInfo for $t {}
+    )*};
+}
+crypto_info!(
+    libc::tls12_crypto_info_aes_gcm_128,
+    libc::tls12_crypto_info_aes_gcm_256,
+    libc::tls12_crypto_info_chacha20_poly1305
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn sendfile_sends_the_requested_range() {
+        let dir = std::env::temp_dir().join(format!("edge-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let mut off = 1000u64;
+        let mut left = 50_000usize;
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 50_005];
+            c.read_exact(&mut got).unwrap();
+            got
+        });
+        assert_eq!(send(s.as_raw_fd(), b"head:", true).unwrap(), 5);
+        while left > 0 {
+            let n = sendfile(s.as_raw_fd(), file.as_raw_fd(), &mut off, left).unwrap();
+            left -= n;
+        }
+        assert_eq!(off, 51_000);
+        let got = reader.join().unwrap();
+        assert_eq!(&got[..5], b"head:");
+        assert_eq!(&got[5..], &data[1000..51_000]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn ktls_recv_on_plain_socket_reports_data() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            ktls_recv(s.as_raw_fd(), &mut buf).unwrap(),
+            KtlsRecv::Data(5)
+        );
+        assert_eq!(&buf[..5], b"hello");
+    }
+}
