@@ -1,0 +1,164 @@
+#!/usr/bin/env node
+// Real playback test: headless Debian Chromium plays the demo streams from an already running
+// edge server (HTTPS, self-signed certificate) through edge/demo/www/player.html.
+//
+// Usage: node playback_test.js --base https://127.0.0.1:PORT [--cases hls_ts,hls_fmp4,dash]
+//                              [--play-seconds 4] [--start-timeout 20]
+// The server is NOT started here: the caller starts edge (serving edge/demo/www) first.
+//
+// A case passes when, with no fatal player/media error:
+//   - video.currentTime reaches --play-seconds (default 4 s) and still advances 2 s later,
+//   - decoded video frames > 0 and increasing,
+//   - the picture is not blank (luma stddev of a canvas sample),
+//   - audio is being decoded and the page itself loaded with HTTP 200.
+// Output: one PASS/FAIL line per case, then "N passed, M failed". Exit 0 only if all passed.
+// Screenshots: tests/browser/screenshots/<case>.png; details: tests/browser/logs/playback_results.json.
+'use strict';
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const HERE = __dirname;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const CASES = {
+  hls_ts:   { lib: 'hlsjs',  src: '/content/hls_ts/master.m3u8' },
+  hls_fmp4: { lib: 'hlsjs',  src: '/content/hls_fmp4/master.m3u8' },
+  dash:     { lib: 'dashjs', src: '/content/dash/manifest.mpd' },
+};
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+function usage(msg) {
+  if (msg) console.error('error: ' + msg);
+  console.error('usage: node playback_test.js --base https://127.0.0.1:PORT [--cases ' + Object.keys(CASES).join(',') + ']' +
+    ' [--play-seconds 4] [--start-timeout 20]');
+  process.exit(2);
+}
+function arg(name, def) {
+  const i = process.argv.indexOf('--' + name);
+  if (i < 0) return def;
+  if (i + 1 >= process.argv.length) usage('--' + name + ' needs a value');
+  return process.argv[i + 1];
+}
+if (process.argv.includes('-h') || process.argv.includes('--help')) usage();
+const base = (arg('base', process.env.EDGE_BASE) || '').replace(/\/+$/, '');
+if (!/^https?:\/\/[^/]+$/.test(base)) usage('--base https://HOST:PORT is required');
+const caseNames = arg('cases', Object.keys(CASES).join(',')).split(',').map(s => s.trim()).filter(Boolean);
+for (const n of caseNames) if (!CASES[n]) usage(`unknown case "${n}"`);
+const playSeconds = +arg('play-seconds', 4);
+const startTimeout = +arg('start-timeout', 20) * 1000;
+if (!fs.existsSync(CHROMIUM)) usage(`${CHROMIUM} not found (run tests/browser/install.sh, or set CHROMIUM=)`);
+
+// Exactly these flags, nothing from Playwright's defaults (ignoreDefaultArgs: true), plus a fresh
+// profile and the pipe Playwright talks over.
+function chromiumArgs(userDataDir) {
+  return ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--ignore-certificate-errors', `--user-data-dir=${userDataDir}`, '--remote-debugging-pipe'];
+}
+
+async function launch() {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-playback-'));
+  const udd = path.join(tmp, 'profile'), home = path.join(tmp, 'home');
+  fs.mkdirSync(udd); fs.mkdirSync(home);
+  // HOME points into the temp dir too, so Chromium's NSS db (~/.pki) is fresh and nothing leaks out.
+  const browser = await chromium.launch({ executablePath: CHROMIUM, ignoreDefaultArgs: true,
+    args: chromiumArgs(udd), env: { ...process.env, HOME: home }, timeout: 30000 });
+  const close = async () => {
+    try { await browser.close(); } catch (e) { /* already gone */ }
+    fs.rmSync(tmp, { recursive: true, force: true });
+  };
+  // With ignoreDefaultArgs Chromium opens its own default context: use it.
+  const ctx = browser.contexts()[0] || await browser.newContext();
+  return { browser, ctx, close };
+}
+
+async function runCase(name) {
+  const cs = CASES[name];
+  const url = `${base}/player.html?lib=${cs.lib}&src=${encodeURIComponent(cs.src)}`;
+  const res = { name, lib: cs.lib, src: cs.src, url };
+  const consoleErrors = [], failedRequests = [], httpErrors = [];
+  let b = null;
+  try {
+    const t0 = Date.now();
+    b = await launch();
+    res.launchMs = Date.now() - t0;
+    const page = await b.ctx.newPage();
+    await page.setViewportSize({ width: 680, height: 480 });
+    page.on('console', m => { if (m.type() === 'error') consoleErrors.push(m.text().slice(0, 300)); });
+    page.on('pageerror', e => consoleErrors.push('pageerror: ' + String(e).slice(0, 300)));
+    page.on('requestfailed', r => failedRequests.push(r.url() + ' ' + (r.failure() && r.failure().errorText)));
+    page.on('response', r => { if (r.status() >= 400) httpErrors.push(`${r.status()} ${r.url()}`); });
+    const tNav = Date.now();
+    const resp = await page.goto(url, { waitUntil: 'load', timeout: 15000 });
+    res.pageStatus = resp && resp.status();
+    // wait until playback has really progressed (>= playSeconds of media) or a fatal error fired
+    await page.waitForFunction(s => document.getElementById('v').currentTime >= s || (window.__pt && window.__pt.fatal),
+      playSeconds, { timeout: startTimeout, polling: 100 }).catch(e => { res.waitError = String(e).split('\n')[0]; });
+    res.reachTargetMs = Date.now() - tNav;
+    res.s1 = await page.evaluate(() => window.__snapshot());
+    await sleep(2000);
+    res.s2 = await page.evaluate(() => window.__snapshot());
+    const pt = await page.evaluate(() => window.__pt);
+    Object.assign(res, { version: pt.version, playingMs: pt.playingMs, firstFrameMs: pt.firstFrameMs,
+      fragLoaded: pt.fragLoaded, playRejected: pt.playRejected, errors: pt.errors, fatal: pt.fatal });
+    const shot = path.join(HERE, 'screenshots', `${name}.png`);
+    fs.mkdirSync(path.dirname(shot), { recursive: true });
+    await page.screenshot({ path: shot });
+    res.screenshot = path.relative(process.cwd(), shot);
+  } catch (e) {
+    // first line of the message only, without Playwright's ANSI-coloured call log
+    res.exception = String(e && e.message || e).replace(/\x1b\[[0-9;]*m/g, '').split('\n')[0];
+  } finally {
+    if (b) await b.close();
+  }
+  Object.assign(res, { consoleErrors, failedRequests, httpErrors });
+
+  // --- verdict ---
+  const why = [];
+  const s1 = res.s1 || {}, s2 = res.s2 || {};
+  if (res.exception) why.push('exception: ' + res.exception);
+  if (res.pageStatus !== undefined && res.pageStatus !== 200) why.push(`player.html HTTP ${res.pageStatus}`);
+  if (!res.s2) { res.pass = false; res.why = why.length ? why : ['no playback data']; return res; }
+  if (res.fatal) why.push('fatal player/media error: ' + JSON.stringify((res.errors || []).filter(e => e.fatal).slice(0, 2)));
+  if (!(s1.currentTime >= playSeconds)) why.push(`currentTime ${s1.currentTime} < ${playSeconds}` + (res.waitError ? ` (waited ${startTimeout / 1000}s)` : ''));
+  if (!(s2.currentTime - s1.currentTime > 1.0)) why.push(`currentTime not advancing (${s1.currentTime} -> ${s2.currentTime})`);
+  if (!(s2.totalVideoFrames > 0)) why.push(`no decoded video frames (${s2.totalVideoFrames})`);
+  if (!(s2.totalVideoFrames > s1.totalVideoFrames)) why.push(`decoded frame count not increasing (${s1.totalVideoFrames} -> ${s2.totalVideoFrames})`);
+  if (!(s2.frame && s2.frame.std > 20)) why.push(`picture looks blank (${JSON.stringify(s2.frame)})`);
+  if (!(s2.audioDecodedBytes > 0)) why.push('no audio decoded');
+  if (s2.error) why.push('video.error ' + JSON.stringify(s2.error));
+  if (!why.length && httpErrors.length) res.note = `${httpErrors.length} HTTP error responses (non-fatal)`;
+  res.pass = why.length === 0;
+  res.why = why;
+  return res;
+}
+
+function fmt(r) {
+  const s1 = r.s1 || {}, s2 = r.s2 || {};
+  const ct = x => (typeof x === 'number' ? x.toFixed(2) : '?');
+  if (!r.s2) return `${r.pass ? 'PASS' : 'FAIL'} ${r.name.padEnd(8)} ${r.lib === 'dashjs' ? 'dash.js' : 'hls.js'} | WHY: ${r.why.join('; ')}`;
+  let line = `${r.pass ? 'PASS' : 'FAIL'} ${r.name.padEnd(8)} ${r.lib === 'dashjs' ? 'dash.js' : 'hls.js'} ${r.version || '?'}` +
+    ` | currentTime ${ct(s1.currentTime)}->${ct(s2.currentTime)}s frames ${s1.totalVideoFrames}->${s2.totalVideoFrames}` +
+    ` dropped ${s2.droppedVideoFrames} ${s2.videoWidth}x${s2.videoHeight} luma ${s2.frame ? `${s2.frame.mean}/${s2.frame.std}` : '?'}` +
+    ` audioBytes ${s2.audioDecodedBytes}` +
+    ` | playing@${r.playingMs}ms ct>=${playSeconds}s@${r.reachTargetMs}ms errors ${(r.errors || []).length}`;
+  if (r.note) line += ` | ${r.note}`;
+  if (r.why.length) line += ' | WHY: ' + r.why.join('; ');
+  return line;
+}
+
+(async () => {
+  const results = [];
+  for (const n of caseNames) {
+    const r = await runCase(n);
+    results.push(r);
+    console.log(fmt(r));
+  }
+  const logs = path.join(HERE, 'logs');
+  fs.mkdirSync(logs, { recursive: true });
+  fs.writeFileSync(path.join(logs, 'playback_results.json'), JSON.stringify({ base, results }, null, 1));
+  const nPass = results.filter(r => r.pass).length;
+  console.log(`${nPass} passed, ${results.length - nPass} failed`);
+  process.exit(nPass === results.length ? 0 : 1);
+})().catch(e => { console.error(e); process.exit(2); });

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Non-browser client check: ffprobe (FFmpeg's HLS and DASH demuxers) reads each demo stream from a
+# running edge server over HTTPS and decodes every video frame.
+#
+# Usage: tests/clients/ffprobe_test.sh https://127.0.0.1:PORT
+#   CLIP_SECONDS (default 12, = DUR in edge/demo/make-clip.sh) and FPS (default 25) give the
+#   expected frame count; EXPECTED_FRAMES overrides it. The server's certificate is not
+#   verified (-tls_verify 0: edge uses a self-signed certificate in tests).
+# Output: one PASS/FAIL line per stream, then "N passed, M failed". Exit 0 only if all passed.
+set -uo pipefail
+
+BASE=${1:-${EDGE_BASE:-}}
+BASE=${BASE%/}
+if [[ ! "$BASE" =~ ^https?://[^/]+$ ]]; then
+  echo "usage: $0 https://HOST:PORT" >&2
+  exit 2
+fi
+command -v ffprobe >/dev/null || { echo "ffprobe not found (tests/browser/install.sh installs ffmpeg)" >&2; exit 2; }
+
+CLIP_SECONDS=${CLIP_SECONDS:-12}
+FPS=${FPS:-25}
+EXPECTED=${EXPECTED_FRAMES:-$((CLIP_SECONDS * FPS))}
+TIMEOUT=${TIMEOUT:-120}   # seconds per stream
+
+pass=0; fail=0
+err=$(mktemp); trap 'rm -f "$err"' EXIT
+
+for spec in hls_ts:hls_ts/master.m3u8 hls_fmp4:hls_fmp4/master.m3u8 dash:dash/manifest.mpd; do
+  name=${spec%%:*}; url="$BASE/content/${spec#*:}"
+  t0=$(date +%s%N)
+  # -rw_timeout (µs): give up on a stalled connection instead of hanging
+  out=$(timeout "$TIMEOUT" ffprobe -v error -tls_verify 0 -rw_timeout 15000000 \
+          -count_frames -select_streams v:0 \
+          -show_entries stream=codec_name,width,height,nb_read_frames -of default=nw=1 \
+          "$url" </dev/null 2>"$err")
+  rc=$?
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  frames=$(sed -n 's/^nb_read_frames=//p' <<<"$out" | head -1)
+  codec=$(sed -n 's/^codec_name=//p' <<<"$out" | head -1)
+  size="$(sed -n 's/^width=//p' <<<"$out" | head -1)x$(sed -n 's/^height=//p' <<<"$out" | head -1)"
+  if [ "$rc" = 0 ] && [ "$frames" = "$EXPECTED" ]; then
+    echo "PASS $name: $frames/$EXPECTED video frames ($codec $size) in ${ms} ms  $url"
+    pass=$((pass + 1))
+  else
+    why="got '${frames}' of $EXPECTED frames, ffprobe exit $rc"
+    [ "$rc" = 124 ] && why="$why (timed out after ${TIMEOUT}s)"
+    [ -s "$err" ] && why="$why: $(head -c 300 "$err" | tr '\n' ' ')"
+    echo "FAIL $name: $why  $url"
+    fail=$((fail + 1))
+  fi
+done
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
