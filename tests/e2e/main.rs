@@ -1,1 +1,8 @@
-//! End-to-end tests.
+//! End-to-end tests of the data plane over real loopback sockets: HTTP semantics on
+//! both listeners, bad input and limits, TLS byte integrity, and (with strace) the
+//! zero-copy body path of the real binary.
+
+mod bad_input;
+mod semantics;
+mod tls_integrity;
+mod zero_copy;

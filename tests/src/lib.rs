@@ -1,1 +1,320 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: an in-process `edge` on loopback with
+//! its own content directory, a verifying TLS client for its generated certificate,
+//! and a minimal HTTP/1.1 response reader.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `$TMPDIR/edge-e2e-<name>-<pid>-<n>`.
+    pub fn new(name: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("edge-e2e-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so mismatches cannot hide.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Hex sha256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An `edge` server running in this process.
+pub struct TestServer {
+    /// TLS address.
+    pub tls: SocketAddr,
+    /// Plain HTTP address.
+    pub http: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Content root (write files here).
+    pub root: PathBuf,
+    /// State dir (certificate, admin token).
+    pub state: PathBuf,
+    /// The server's metrics.
+    pub metrics: Arc<edge::metrics::Metrics>,
+    shutdown: CancellationToken,
+    _dir: TempDir,
+}
+
+impl TestServer {
+    /// Starts a server on ephemeral loopback ports; `extra` is appended to the TOML
+    /// (e.g. a `[limits]` table).
+    pub async fn start(extra: &str) -> Self {
+        let dir = TempDir::new("srv");
+        let root = dir.path().join("www");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&root).unwrap();
+        let toml = format!(
+            "[server]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nshutdown_grace_secs = 1\n[content]\nroot = \"{}\"\n{extra}",
+            state.display(),
+            root.display()
+        );
+        let config = edge::config::Config::from_toml(&toml, Path::new("test.toml"))
+            .expect("valid test config");
+        let shutdown = CancellationToken::new();
+        let running = edge::server::start(config, shutdown.clone())
+            .await
+            .expect("server starts");
+        let (tls, http, admin) = (
+            running.tls_addr,
+            running.http_addr.expect("http listener"),
+            running.admin_addr,
+        );
+        let metrics = running.metrics.clone();
+        tokio::spawn(running.wait());
+        Self {
+            tls,
+            http,
+            admin,
+            root,
+            state,
+            metrics,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    /// Writes a file under the content root.
+    pub fn put(&self, rel: &str, data: &[u8]) {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    /// A TLS client connection that verifies the server's generated certificate.
+    pub async fn tls_connect(&self) -> TlsStream<TcpStream> {
+        tls_connect(self.tls, &self.state.join("cert.pem"), None).await
+    }
+
+    /// The admin `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let token = std::fs::read_to_string(self.state.join("admin.token")).unwrap();
+        let mut s = TcpStream::connect(self.admin).await.unwrap();
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n", token.trim());
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A TLS client for `addr` trusting the PEM certificate at `ca`; `config` lets a
+/// test pick versions or suites.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca: &Path,
+    config: Option<rustls::ClientConfig>,
+) -> TlsStream<TcpStream> {
+    let config = config.unwrap_or_else(|| client_config(ca, None));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// A client config trusting `ca`, optionally restricted to one protocol version.
+pub fn client_config(
+    ca: &Path,
+    version: Option<&'static rustls::SupportedProtocolVersion>,
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = match version {
+        Some(v) => vec![v],
+        None => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+    };
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    c
+}
+
+/// A response as read off the wire.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A connection that reads responses, keeping bytes read past one response.
+pub struct Client<S> {
+    /// The stream.
+    pub stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Wraps a connected stream.
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends raw bytes.
+    pub async fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Sends `GET path` with Host and optional extra header lines.
+    pub async fn get(&mut self, path: &str, extra: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n").as_bytes())
+            .await;
+        self.read_response(false).await.expect("a response")
+    }
+
+    /// Reads one response; `head_request` means no body follows. `None` at EOF.
+    pub async fn read_response(&mut self, head_request: bool) -> Option<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = resp.parse(&self.buf) {
+                let status = resp.code.unwrap();
+                let headers: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .map(|(_, v)| v.parse().unwrap())
+                    .unwrap_or(0);
+                let len = if head_request || status == 304 || status == 204 {
+                    0
+                } else {
+                    len
+                };
+                while self.buf.len() < n + len {
+                    if !self.fill().await {
+                        panic!(
+                            "EOF inside a body ({} of {} bytes)",
+                            self.buf.len() - n,
+                            len
+                        );
+                    }
+                }
+                let body = self.buf[n..n + len].to_vec();
+                self.buf.drain(..n + len);
+                return Some(Response {
+                    status,
+                    headers,
+                    body,
+                });
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// Whether the peer has closed (reads until EOF or error; any data is a failure).
+    pub async fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(self.stream.read(&mut b).await, Ok(0) | Err(_))
+    }
+
+    async fn fill(&mut self) -> bool {
+        let old = self.buf.len();
+        self.buf.resize(old + 64 * 1024, 0);
+        let n: usize = self
+            .stream
+            .read(&mut self.buf[old..])
+            .await
+            .unwrap_or_default();
+        self.buf.truncate(old + n);
+        n > 0
+    }
+}
+
+/// Path of the `edge` binary built by `cargo build` (override with `EDGE_BIN`).
+pub fn edge_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("EDGE_BIN") {
+        return p.into();
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/edge");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p edge` first (tests/run-all.sh does)",
+        p.display()
+    );
+    p
+}

@@ -1,0 +1,139 @@
+//! The plain-HTTP body path is zero-copy: the real binary under `strace -f` sends a
+//! 16 MiB file with `sendfile` and never `read`s or `pread`s it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use edge_tests::{edge_bin, pattern, sha256_hex, Client, TempDir};
+use tokio::net::TcpStream;
+
+/// One syscall line of `strace -f` output: `PID name(args) = ret`.
+struct Call<'a> {
+    name: &'a str,
+    args: &'a str,
+    ret: i64,
+}
+
+fn parse_line(line: &str) -> Option<Call<'_>> {
+    let rest = line.split_once(' ').map(|(_, r)| r.trim_start())?;
+    let open = rest.find('(')?;
+    let name = &rest[..open];
+    let eq = rest.rfind(") = ")?;
+    let args = &rest[open + 1..eq];
+    let ret = rest[eq + 4..].split_whitespace().next()?.parse().ok()?;
+    Some(Call { name, args, ret })
+}
+
+/// Kills the traced server (and strace) if the test fails half-way.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P"])
+            .arg(self.0.to_string())
+            .status();
+        let _ = Command::new("kill")
+            .args(["-KILL"])
+            .arg(self.0.to_string())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_body_leaves_through_sendfile_only() {
+    let dir = TempDir::new("strace");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let data = pattern(16 << 20, 3);
+    std::fs::write(root.join("big.bin"), &data).unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[content]\nroot = \"{}\"\n",
+            dir.path().join("state").display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("strace.log");
+    let mut child = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,read,pread64,readv,preadv,preadv2,sendfile,write,writev,sendto,sendmsg,splice", "-o"])
+        .arg(&log)
+        .arg(edge_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace must be installed (tests/run-all.sh installs it)");
+    let guard = KillOnDrop(child.id());
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let http: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .unwrap_or_else(|| panic!("no listening line: {line:?}"))
+        .parse()
+        .unwrap();
+
+    let mut c = Client::new(TcpStream::connect(http).await.unwrap());
+    let r = c.get("/big.bin", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    drop(c);
+    // SIGTERM to edge (strace's child; strace itself blocks fatal signals when it
+    // runs a program with -o): the server drains and exits, then strace does.
+    Command::new("pkill")
+        .args(["-TERM", "-P"])
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    drop(guard);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut file_fd: Option<i64> = None;
+    let mut sendfile_bytes = 0i64;
+    let mut head_bytes_written = 0i64;
+    for line in text.lines() {
+        let Some(call) = parse_line(line) else {
+            continue;
+        };
+        match call.name {
+            "openat" if call.args.contains("big.bin") => file_fd = Some(call.ret),
+            _ if file_fd.is_none() => {}
+            "read" | "pread64" | "readv" | "preadv" | "preadv2" => {
+                let fd: i64 = call.args.split(',').next().unwrap().trim().parse().unwrap();
+                assert_ne!(
+                    Some(fd),
+                    file_fd,
+                    "the file was read into userspace: {line}"
+                );
+            }
+            "sendfile" => {
+                let src: i64 = call.args.split(',').nth(1).unwrap().trim().parse().unwrap();
+                assert_eq!(Some(src), file_fd, "{line}");
+                sendfile_bytes += call.ret.max(0);
+            }
+            "write" | "writev" | "sendto" | "sendmsg" => head_bytes_written += call.ret.max(0),
+            _ => {}
+        }
+    }
+    assert!(
+        file_fd.is_some(),
+        "the server never opened the file:\n{text}"
+    );
+    assert_eq!(
+        sendfile_bytes,
+        16 << 20,
+        "all body bytes left through sendfile"
+    );
+    assert!(
+        head_bytes_written < 4096,
+        "only the response head went through write/send: {head_bytes_written}"
+    );
+}
