@@ -1,0 +1,152 @@
+//! `tls-peer`: a TLS client that misbehaves on purpose, for the kTLS guest suite.
+//!
+//! Usage: `tls-peer ADDR CA_PEM MODE PATH` where MODE is
+//! - `close-notify`: GET PATH, then send close_notify; the server must close too;
+//! - `fatal-alert`: GET PATH, hand the client side to kTLS, send an encrypted fatal
+//!   alert (unexpected_message); the server must close (kernel with kTLS only);
+//! - `key-update`: GET PATH, send a TLS 1.3 KeyUpdate, then GET again; the server
+//!   must either answer or close cleanly (edge on kTLS cannot rekey and closes).
+//!
+//! Prints one line (`ok MODE: ...`) and exits 0 when the server behaved, else 1.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 5 {
+        eprintln!("usage: tls-peer ADDR CA_PEM close-notify|fatal-alert|key-update PATH");
+        return ExitCode::from(2);
+    }
+    let (addr, ca, mode, path) = (&args[1], Path::new(&args[2]), args[3].as_str(), &args[4]);
+    match run(addr, ca, mode, path).await {
+        Ok(msg) => {
+            println!("ok {mode}: {msg}");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            println!("FAIL {mode}: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(addr: &str, ca: &Path, mode: &str, path: &str) -> Result<String, String> {
+    let mut config = edge_tests::client_config(ca, Some(&rustls::version::TLS13));
+    config.enable_secret_extraction = true;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut tls = connector
+        .connect(name, ktls::CorkStream::new(tcp))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: guest\r\n\r\n");
+    let got = get(&mut tls, &request).await?;
+    match mode {
+        "close-notify" => {
+            tls.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+            let rest = read_to_end(&mut tls).await?;
+            Ok(format!(
+                "got {got} body bytes; server closed after close_notify ({rest} extra bytes)"
+            ))
+        }
+        "key-update" => {
+            tls.get_mut()
+                .1
+                .refresh_traffic_keys()
+                .map_err(|e| format!("refresh_traffic_keys: {e}"))?;
+            tls.write_all(request.as_bytes())
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            tls.flush().await.map_err(|e| format!("flush: {e}"))?;
+            // Either a second answer (userspace TLS rekeys) or a clean close (kTLS cannot).
+            let mut buf = vec![0u8; 1 << 16];
+            match timeout(WAIT, tls.read(&mut buf)).await {
+                Err(_) => Err("server neither answered nor closed after KeyUpdate".into()),
+                Ok(Ok(0)) | Ok(Err(_)) => Ok(format!(
+                    "got {got} body bytes; server closed after KeyUpdate"
+                )),
+                Ok(Ok(n)) if buf.starts_with(b"HTTP/1.1 200") => Ok(format!(
+                    "got {got} body bytes; server answered after KeyUpdate ({n} bytes)"
+                )),
+                Ok(Ok(n)) => Err(format!("unexpected {n} bytes after KeyUpdate")),
+            }
+        }
+        "fatal-alert" => {
+            let mut k = ktls::config_ktls_client(tls)
+                .await
+                .map_err(|e| format!("client kTLS: {e}"))?;
+            let fd = k.get_ref().as_raw_fd();
+            // level fatal (2), unexpected_message (10), encrypted by the kernel.
+            edge::sys::ktls_send_alert(fd, 2, 10).map_err(|e| format!("send alert: {e}"))?;
+            let rest = read_to_end(&mut k).await?;
+            Ok(format!(
+                "got {got} body bytes; server closed after a fatal alert ({rest} extra bytes)"
+            ))
+        }
+        other => Err(format!("unknown mode {other}")),
+    }
+}
+
+/// Sends `request` and reads one response with a Content-Length body; returns its size.
+async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str) -> Result<usize, String> {
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    s.flush().await.map_err(|e| format!("flush: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let n = timeout(WAIT, s.read(&mut chunk))
+            .await
+            .map_err(|_| "response timed out".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("closed before a full response".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = resp.parse(&buf) {
+            if resp.code != Some(200) {
+                return Err(format!("status {:?}", resp.code));
+            }
+            let len: usize = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .ok_or("no content-length")?;
+            if buf.len() >= head + len {
+                return Ok(len);
+            }
+        }
+    }
+}
+
+/// Reads until EOF (or a read error, which a closed TLS session may report).
+async fn read_to_end<S: AsyncRead + Unpin>(s: &mut S) -> Result<usize, String> {
+    let mut total = 0;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match timeout(WAIT, s.read(&mut chunk)).await {
+            Err(_) => return Err("server did not close".into()),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(total),
+            Ok(Ok(n)) => total += n,
+        }
+    }
+}

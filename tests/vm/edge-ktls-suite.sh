@@ -1,0 +1,203 @@
+#!/bin/bash
+# tests/vm/edge-ktls-suite.sh - edge's kTLS acceptance suite, inside the kTLS guest.
+#
+# On the host (repo root; needs target/debug/edge and target/debug/tls-peer, which
+# `cargo build --workspace --bins` makes):
+#     tests/vm/edge-ktls-suite.sh            # both modes: tls.ktls = "require", then "off"
+#     tests/vm/edge-ktls-suite.sh off        # one mode
+# The host side apt-get installs what the guest borrows from /usr (curl, openssl,
+# strace, python3), then runs itself in the guest with tests/vm/run-in-vm.sh -u.
+#
+# In the guest, per mode, against one `edge serve` on 127.0.0.1:8443:
+#  1. a 64 MiB object and 1,000 segments over ONE keep-alive connection, sha256-checked;
+#     kTLS mode: TlsTxSw/TlsRxSw rise; TlsCurrTxSw equals the offloaded connections
+#     held open (3 idle openssl clients); off mode: the counters do not move;
+#  2. kTLS mode, server under strace -f: bodies leave through sendfile from the files'
+#     descriptors, nothing reads them into userspace, and the bytes written with
+#     write/writev/sendto/sendmsg on the offloaded socket equal the response heads
+#     curl received (the 2-byte close_notify alert aside);
+#  3. TLS 1.3 resumption (openssl -sess_out/-sess_in: "Reused"), still offloaded;
+#     TLS 1.2 and 1.3 with AES-128-GCM, AES-256-GCM and ChaCha20-Poly1305 each served
+#     (and offloaded in kTLS mode); a client sending close_notify, a fatal alert and a
+#     KeyUpdate (tests/src/bin/tls-peer.rs) is handled, no panic, others still served;
+#  4. the metrics say which path carried the bytes (sendfile_ktls vs userspace_copy).
+# Prints PASS/FAIL per check and "N passed, M failed"; exit 0 only if all passed.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/lib.sh"
+
+if [ "${EDGE_VM:-}" != 1 ]; then
+    REPO=$(cd "$HERE/../.." && pwd)
+    for b in edge tls-peer; do
+        [ -x "$REPO/target/debug/$b" ] || { echo "target/debug/$b missing: run cargo build --workspace --bins" >&2; exit 2; }
+    done
+    vm_ensure_host_pkgs curl:curl openssl:openssl strace:strace python3:python3-minimal
+    exec "$HERE/run-in-vm.sh" -u -m 1G -t "${SUITE_TIMEOUT:-900}" "$REPO" tests/vm/edge-ktls-suite.sh "$@"
+fi
+
+# ------------------------------------------------------------------ guest
+REPO=$(pwd)
+EDGE=$REPO/target/debug/edge
+PEER=$REPO/target/debug/tls-peer
+PORT=8443
+ADMIN=9090
+PY=/usr/bin/python3
+pass=0; fail=0
+check() { # NAME STATUS DETAIL
+    if [ "$2" = 0 ]; then echo "PASS $1"; pass=$((pass + 1)); else echo "FAIL $1${3:+: $3}"; fail=$((fail + 1)); fi
+}
+metric() { # NAME{labels} -> value (0 when absent)
+    curl -s -H "Authorization: Bearer $(cat "$S/state/admin.token")" "http://127.0.0.1:$ADMIN/metrics" |
+        awk -v k="$1" '$1 == k { v = $2 } END { print (v == "" ? 0 : v) }'
+}
+stat_all() { grep -E '^Tls(Curr)?(Tx|Rx)Sw ' /proc/net/tls_stat | tr -s ' \t' '=' | tr '\n' ' '; }
+grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp || { echo "FAIL: no tls ULP in this kernel"; exit 1; }
+echo "guest: kernel $(uname -r), ULPs: $(cat /proc/sys/net/ipv4/tcp_available_ulp), $(openssl version)"
+
+W=/tmp/www
+mkdir -p "$W/seg"
+head -c $((64 << 20)) /dev/urandom > "$W/big.bin"
+# 1,000 segments of 24 KiB (distinct content) from one random pool.
+head -c $((1000 * 24576)) /dev/urandom > /tmp/pool
+split -a 4 -d -b 24576 /tmp/pool "$W/seg/s_"
+rm /tmp/pool
+ls "$W/seg" | head -1000 > /tmp/seglist
+(cd "$W" && sha256sum big.bin seg/* > /tmp/want.sha256)
+
+start_edge() { # MODE [strace]
+    S=/tmp/run-$1
+    rm -rf "$S"; mkdir -p "$S"
+    cat > "$S/edge.toml" <<EOF
+[server]
+tls_listen = "127.0.0.1:$PORT"
+admin_listen = "127.0.0.1:$ADMIN"
+state_dir = "$S/state"
+shutdown_grace_secs = 2
+[content]
+root = "$W"
+[tls]
+ktls = "$1"
+[limits]
+max_requests_per_connection = 100000
+EOF
+    if [ "${2:-}" = strace ]; then
+        strace -f -qq -o "$S/strace.log" \
+            -e trace=openat,close,accept4,read,pread64,readv,preadv,preadv2,sendfile,write,writev,sendto,sendmsg,setsockopt \
+            "$EDGE" serve --config "$S/edge.toml" > "$S/stdout" 2> "$S/stderr" &
+    else
+        "$EDGE" serve --config "$S/edge.toml" > "$S/stdout" 2> "$S/stderr" &
+    fi
+    EDGE_PID=$!
+    wait_listen "$PORT" 60 && wait_listen "$ADMIN" 10 || { cat "$S/stderr"; echo "FAIL: edge did not start"; exit 1; }
+    echo "guest: edge ($1) up: $(grep -o 'kTLS: .*' "$S/stderr" | head -1)"
+}
+stop_edge() {
+    pkill -TERM -P "$EDGE_PID" 2>/dev/null || true   # edge under strace
+    kill -TERM "$EDGE_PID" 2>/dev/null || true
+    wait "$EDGE_PID" 2>/dev/null || true
+}
+
+run_mode() { # require|off
+    local mode=$1 tx0 rx0 tx1 rx1 curr k0 k1 u0 out
+    local offload=0; [ "$mode" = require ] && offload=1
+    echo "== tls.ktls = \"$mode\""
+    if [ $offload = 1 ]; then start_edge "$mode" strace; else start_edge "$mode"; fi
+    grep -q "kTLS: $([ $offload = 1 ] && echo available || echo unavailable)" "$S/stderr"
+    check "[$mode] start-up log states the kTLS decision" $? "$(head -3 "$S/stderr")"
+
+    # 1. big object + 1,000 segments over one keep-alive connection
+    tx0=$(tls_stat TlsTxSw); rx0=$(tls_stat TlsRxSw)
+    mkdir -p "$S/got/seg"
+    {
+        echo "url = \"https://127.0.0.1:$PORT/big.bin\""; echo "output = \"$S/got/big.bin\""
+        while read -r f; do echo "url = \"https://127.0.0.1:$PORT/seg/$f\""; echo "output = \"$S/got/seg/$f\""; done < /tmp/seglist
+    } > "$S/curl.cfg"
+    curl -sk --http1.1 --config "$S/curl.cfg" -w '%{num_connects} %{size_header}\n' > "$S/curl.out"
+    (cd "$S/got" && sha256sum -c --quiet /tmp/want.sha256)
+    check "[$mode] 64 MiB + 1,000 segments byte-identical (sha256)" $?
+    conns=$(awk '{s += $1} END {print s}' "$S/curl.out"); nresp=$(wc -l < "$S/curl.out")
+    [ "$conns" = 1 ] && [ "$nresp" = 1001 ]
+    check "[$mode] 1,001 responses over one keep-alive connection" $? "$conns connections, $nresp responses"
+    tx1=$(tls_stat TlsTxSw); rx1=$(tls_stat TlsRxSw)
+    if [ $offload = 1 ]; then
+        [ $((tx1 - tx0)) -ge 1 ] && [ $((rx1 - rx0)) -ge 1 ]
+        check "[$mode] TlsTxSw/TlsRxSw rose ($tx0->$tx1, $rx0->$rx1)" $?
+    else
+        [ "$tx1" = "$tx0" ] && [ "$rx1" = "$rx0" ]
+        check "[$mode] tls_stat unchanged on the userspace path ($tx0->$tx1)" $?
+    fi
+
+    # TlsCurrTxSw equals the offloaded connections held open.
+    for i in 1 2 3; do (sleep 6 | openssl s_client -connect 127.0.0.1:$PORT > /dev/null 2>&1 &) ; done
+    sleep 3
+    curr=$(tls_stat TlsCurrTxSw); open=$(metric edge_connections_open)
+    [ "$curr" = $((3 * offload)) ] && [ "$open" = 3 ]
+    check "[$mode] TlsCurrTxSw=$curr with 3 idle clients open (edge_connections_open=$open)" $? "$(stat_all)"
+    sleep 4
+
+    # 3a. resumption
+    k0=$(metric 'edge_tls_connections_total{path="ktls"}')
+    printf 'GET /seg/s_0001 HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n' |
+        openssl s_client -tls1_3 -ign_eof -sess_out "$S/sess" -connect 127.0.0.1:$PORT > "$S/s1.out" 2>&1 || true
+    printf 'GET /seg/s_0002 HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n' |
+        openssl s_client -tls1_3 -ign_eof -sess_in "$S/sess" -connect 127.0.0.1:$PORT > "$S/s2.out" 2>&1 || true
+    k1=$(metric 'edge_tls_connections_total{path="ktls"}')
+    grep -aq '^Reused, TLSv1.3' "$S/s2.out" && grep -aq 'HTTP/1.1 200' "$S/s2.out" &&
+        [ "$(metric 'edge_tls_handshakes_total{kind="resumed"}')" -ge 1 ] && [ $((k1 - k0)) = $((2 * offload)) ]
+    check "[$mode] TLS 1.3 resumption: second connection reused the session, $((k1 - k0)) offloaded" $? \
+        "$(grep -aE '^(New|Reused)' "$S/s2.out")"
+
+    # 3b. versions x ciphers
+    u0=$(metric 'edge_ktls_setup_failures_total{reason="unsupported_cipher"}')
+    for spec in "1.2 ECDHE-ECDSA-AES128-GCM-SHA256" "1.2 ECDHE-ECDSA-AES256-GCM-SHA384" "1.2 ECDHE-ECDSA-CHACHA20-POLY1305" \
+                "1.3 TLS_AES_128_GCM_SHA256" "1.3 TLS_AES_256_GCM_SHA384" "1.3 TLS_CHACHA20_POLY1305_SHA256"; do
+        set -- $spec
+        k0=$(metric 'edge_tls_connections_total{path="ktls"}')
+        if [ "$1" = 1.2 ]; then cipher=(--ciphers "$2"); else cipher=(--tls13-ciphers "$2"); fi
+        out=$(curl -sk --http1.1 --tlsv"$1" --tls-max "$1" "${cipher[@]}" -o "$S/c.bin" -w '%{http_code}' \
+            "https://127.0.0.1:$PORT/seg/s_0500" 2>&1) || true
+        k1=$(metric 'edge_tls_connections_total{path="ktls"}')
+        rc=0; [ "$out" = 200 ] && cmp -s "$S/c.bin" "$W/seg/s_0500" && [ $((k1 - k0)) = "$offload" ] || rc=1
+        what=served; [ $offload = 1 ] && what="served, offloaded"
+        check "[$mode] TLS $1 $2: $what" $rc "status $out, ktls +$((k1 - k0)), $(cmp "$S/c.bin" "$W/seg/s_0500" 2>&1 | head -1)"
+    done
+    [ "$(metric 'edge_ktls_setup_failures_total{reason="unsupported_cipher"}')" = "$u0" ]
+    check "[$mode] no connection fell back for its cipher" $?
+
+    # 3c. misbehaving peers
+    for m in close-notify fatal-alert key-update; do
+        rc=0; out=$("$PEER" 127.0.0.1:$PORT "$S/state/cert.pem" "$m" /seg/s_0003 2>&1) || rc=$?
+        check "[$mode] peer $m: $out" $rc
+    done
+    curl -sk --http1.1 -o "$S/c.bin" "https://127.0.0.1:$PORT/seg/s_0004" && cmp -s "$S/c.bin" "$W/seg/s_0004" &&
+        kill -0 "$EDGE_PID" && ! grep -qi panick "$S/stderr"
+    check "[$mode] still serving after the misbehaving peers, no panic" $? "$(grep -i panick "$S/stderr" | head -2)"
+    if [ $offload = 1 ]; then
+        [ "$(metric 'edge_connection_closes_total{reason="ktls_control_record"}')" -ge 1 ]
+        check "[$mode] KeyUpdate on an offloaded connection closed it (ktls_control_record)" $?
+    fi
+
+    # 4. metrics name the path
+    local ktls_bytes user_bytes
+    ktls_bytes=$(metric 'edge_body_bytes_total{path="sendfile_ktls"}'); user_bytes=$(metric 'edge_body_bytes_total{path="userspace_copy"}')
+    if [ $offload = 1 ]; then
+        [ "$ktls_bytes" -ge $((64 << 20)) ] && [ "$user_bytes" = 0 ]
+    else
+        [ "$user_bytes" -ge $((64 << 20)) ] && [ "$ktls_bytes" = 0 ]
+    fi
+    check "[$mode] metrics: sendfile_ktls=$ktls_bytes userspace_copy=$user_bytes bytes" $?
+    echo "guest: tls_stat now: $(stat_all)"
+    stop_edge
+
+    # 2. strace: bodies by sendfile, writes = heads
+    if [ $offload = 1 ]; then
+        heads=$(awk '{s += $2} END {print s}' "$S/curl.out")
+        rc=0; out=$("$PY" "$HERE/strace_bodies.py" "$S/strace.log" "$heads" $(((64 << 20) + 1000 * 24576)) 2>&1) || rc=$?
+        check "[$mode] strace: $out" $rc
+    fi
+}
+
+modes=("$@"); [ ${#modes[@]} -gt 0 ] || modes=(require off)
+for m in "${modes[@]}"; do run_mode "$m"; done
+echo "ktls-suite: $pass passed, $fail failed"
+[ "$fail" = 0 ]
