@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::config::{Config, KtlsMode};
 use crate::conn::{self, ConnShared};
@@ -248,13 +249,12 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
         };
         let _ = stream.set_nodelay(true);
         let ctx2 = ctx.clone();
-        ctx.tasks.spawn(async move {
+        let span = tracing::debug_span!("conn", %peer, tls = is_tls);
+        let task = async move {
             let _permit = permit;
             let metrics = &ctx2.conn.metrics;
             metrics.open.inc();
             let _open = OpenGuard(metrics);
-            let span = tracing::debug_span!("conn", %peer, tls = is_tls);
-            let _ = span.enter();
             let reason = if is_tls {
                 metrics.accepted_tls.inc();
                 serve_tls(stream, &ctx2).await
@@ -266,7 +266,8 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
             if let Some(r) = reason {
                 metrics.closed(r);
             }
-        });
+        };
+        ctx.tasks.spawn(task.instrument(span));
     }
 }
 

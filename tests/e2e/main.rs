@@ -3,6 +3,7 @@
 //! zero-copy body path of the real binary.
 
 mod bad_input;
+mod cli;
 mod semantics;
 mod tls_integrity;
 mod zero_copy;

@@ -64,7 +64,7 @@ rm /tmp/pool
 ls "$W/seg" | head -1000 > /tmp/seglist
 (cd "$W" && sha256sum big.bin seg/* > /tmp/want.sha256)
 
-start_edge() { # MODE [strace]
+start_edge() { # MODE [strace] [extra [tls] keys]
     S=/tmp/run-$1
     rm -rf "$S"; mkdir -p "$S"
     cat > "$S/edge.toml" <<EOF
@@ -77,6 +77,7 @@ shutdown_grace_secs = 2
 root = "$W"
 [tls]
 ktls = "$1"
+${3:-}
 [limits]
 max_requests_per_connection = 100000
 EOF
@@ -197,7 +198,22 @@ run_mode() { # require|off
     fi
 }
 
+# Without KeyUpdate, a kTLS connection carries at most tls.ktls_max_bytes_per_connection
+# and closes gracefully after the response that reaches it.
+cap_check() {
+    local out
+    start_edge require "" "ktls_max_bytes_per_connection = 1048576"
+    out=$(curl -sk --http1.1 -o /dev/null -o /dev/null -o /dev/null -H 'Range: bytes=0-1048575' \
+        -w '%{num_connects} %{http_code} %header{connection}\n' \
+        "https://127.0.0.1:$PORT/big.bin" "https://127.0.0.1:$PORT/seg/s_0001" "https://127.0.0.1:$PORT/seg/s_0002" | tr '\n' ' ')
+    [ "$out" = "1 206 close 1 206 keep-alive 0 206 keep-alive " ] &&
+        [ "$(metric 'edge_connection_closes_total{reason="ktls_byte_cap"}')" = 1 ]
+    check "[require] kTLS byte cap (1 MiB): connection closed after the response reaching it" $? "$out"
+    stop_edge
+}
+
 modes=("$@"); [ ${#modes[@]} -gt 0 ] || modes=(require off)
 for m in "${modes[@]}"; do run_mode "$m"; done
+[[ " ${modes[*]} " == *" require "* ]] && cap_check
 echo "ktls-suite: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -163,4 +163,25 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// Any target: no panic; success means a clean relative path.
+        #[test]
+        fn arbitrary_targets_stay_inside(t in proptest::collection::vec(proptest::sample::select(b"/.%2eE5cf0a\\\x00?".to_vec()), 0..40)) {
+            let mut out = String::new();
+            let mut target = b"/".to_vec();
+            target.extend_from_slice(&t);
+            if normalise(&target, &mut out).is_ok() {
+                proptest::prop_assert!(!out.starts_with('/'));
+                proptest::prop_assert!(out.split('/').all(|s| !s.is_empty() && s != "." && s != ".." && !s.starts_with('.')));
+                proptest::prop_assert!(!out.contains('\0') && !out.contains('\\'));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(t in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let mut out = String::new();
+            let _ = normalise(&t, &mut out);
+        }
+    }
 }

@@ -114,4 +114,24 @@ mod tests {
         assert_eq!(evaluate(b"bytes=0-1,5-6", 100), Full);
         assert_eq!(evaluate(b"items=0-1", 100), Full);
     }
+
+    proptest::proptest! {
+        /// A partial answer always lies inside the representation.
+        #[test]
+        fn partial_is_inside(v in "[bytes=0-9, -]{0,24}", len in 0u64..10_000) {
+            if let Partial { start, end } = evaluate(v.as_bytes(), len) {
+                proptest::prop_assert!(start <= end && end < len);
+            }
+        }
+
+        #[test]
+        fn numeric_ranges(a in 0u64..20_000, b in 0u64..20_000, len in 1u64..10_000) {
+            let v = format!("bytes={a}-{b}");
+            match evaluate(v.as_bytes(), len) {
+                Partial { start, end } => proptest::prop_assert!(start == a && end == b.min(len - 1) && a <= b),
+                Unsatisfiable => proptest::prop_assert!(a > b || a >= len),
+                Full => proptest::prop_assert!(false, "a single range is never ignored"),
+            }
+        }
+    }
 }

@@ -305,4 +305,30 @@ mod tests {
         assert_eq!(parse_decimal(b""), None);
         assert_eq!(parse_decimal(b"1a"), None);
     }
+
+    proptest::proptest! {
+        /// Any bytes: no panic, and a parsed head's spans lie inside the input.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            if let Ok(Some(h)) = parse_head(&data, 16, 4096) {
+                proptest::prop_assert!(h.head_len <= data.len());
+                for s in [Some(h.target.clone()), h.host.clone(), h.range.clone(), h.origin.clone()].into_iter().flatten() {
+                    proptest::prop_assert!(s.end <= h.head_len);
+                }
+            }
+        }
+
+        /// A valid head with random header values parses the same split anywhere.
+        #[test]
+        fn split_heads_parse_identically(value in "[ -~]{0,40}", cut in 0usize..120) {
+            let raw = format!("GET /x.ts HTTP/1.1\r\nHost: h\r\nX-V: {value}\r\n\r\n");
+            let raw = raw.as_bytes();
+            let whole = parse_head(raw, 16, 4096).unwrap().unwrap();
+            let cut = cut.min(raw.len());
+            if cut < raw.len() {
+                proptest::prop_assert!(parse_head(&raw[..cut], 16, 4096).unwrap().is_none());
+            }
+            proptest::prop_assert_eq!(whole.head_len, raw.len());
+        }
+    }
 }

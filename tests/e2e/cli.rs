@@ -1,0 +1,84 @@
+//! The command line: version, config validation errors naming file and key, exit codes.
+
+use std::process::Command;
+
+use edge_tests::{edge_bin, TempDir};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(edge_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("edge "), "{out}");
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("serve") && out.contains("demo"), "{out}");
+}
+
+#[test]
+fn bad_config_names_file_and_key_and_exits_non_zero() {
+    let dir = TempDir::new("cli");
+    let cases = [
+        ("[limits]\nmax_head_bytes = 12\n", "limits.max_head_bytes"),
+        ("[limits]\nmax_head_byte = 4096\n", "max_head_byte"),
+        (
+            "[server]\ntls_listen = \"localhost\"\n",
+            "server.tls_listen",
+        ),
+        ("[tls]\nktls = \"sometimes\"\n", "sometimes"),
+        ("[server\n", "TOML"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (code, _, err) = run(&["serve", "--config", path.to_str().unwrap()]);
+        assert_ne!(code, 0, "{text}");
+        assert!(
+            err.contains(&format!("bad{i}.toml")),
+            "names the file: {err}"
+        );
+        assert!(
+            err.to_lowercase().contains(&key.to_lowercase()),
+            "names `{key}`: {err}"
+        );
+    }
+    let (code, _, err) = run(&["serve", "--config", "/nonexistent/edge.toml"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent/edge.toml"), "{err}");
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../edge.example.toml");
+    let (code, out, err) = run(&["serve", "--config", example, "--check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration OK"), "{out}");
+}
+
+#[test]
+fn start_up_errors_name_the_key() {
+    let dir = TempDir::new("cli-root");
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ntls_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[content]\nroot = \"/nonexistent/www\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["serve", "--config", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("content.root") && err.contains("/nonexistent/www"),
+        "{err}"
+    );
+}
