@@ -12,6 +12,7 @@
 #   nginx-user  the same nginx with Options -KTLS (OpenSSL in userspace)
 #   edge-ktls   $EDGE_BIN serve, [tls] ktls = "require"
 #   edge-user   $EDGE_BIN serve, [tls] ktls = "off"
+# --edge-threads N sets edge's server.worker_threads (default: one per vCPU).
 # EDGE_BIN defaults to target/release/edge, else target/debug/edge; when
 # neither exists the edge servers are skipped ("edge: binary not found").
 #
@@ -35,7 +36,7 @@ REPO=$(cd "$HERE/.." && pwd)
 
 ALL_SERVERS=nginx-ktls,nginx-user,edge-ktls,edge-user
 CONNS=4,16 DURATION=10 NFILES=8 ROUNDS=1 SERVERS=$ALL_SERVERS TIMEOUT=900
-IN_GUEST=0 GUEST_EDGE_BIN=
+IN_GUEST=0 GUEST_EDGE_BIN= EDGE_THREADS=
 while [ $# -gt 0 ]; do
     case $1 in
     --conns) CONNS=$2; shift 2 ;;
@@ -46,6 +47,7 @@ while [ $# -gt 0 ]; do
     -t) TIMEOUT=$2; shift 2 ;;
     --in-guest) IN_GUEST=1; shift ;;
     --edge-bin) GUEST_EDGE_BIN=$2; shift 2 ;;
+    --edge-threads) EDGE_THREADS=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
     *) echo "unknown argument: $1 (-h for help)" >&2; exit 2 ;;
     esac
@@ -86,7 +88,7 @@ if [ $IN_GUEST = 0 ]; then
     set +e
     "$REPO/tests/vm/run-in-vm.sh" -u -t "$TIMEOUT" "$REPO" \
         bench/ktls-guest-bench.sh --in-guest --conns "$CONNS" --duration "$DURATION" \
-        --files "$NFILES" --rounds "$ROUNDS" --servers "$SERVERS" "${edge_arg[@]}" 2>&1 | tee -a "$out"
+        --files "$NFILES" --rounds "$ROUNDS" --servers "$SERVERS" ${EDGE_THREADS:+--edge-threads "$EDGE_THREADS"} "${edge_arg[@]}" 2>&1 | tee -a "$out"
     rc=${PIPESTATUS[0]}
     set -e
     echo "host: load after: $(cut -d' ' -f1-3 /proc/loadavg); results in ${out#"$REPO"/}" | tee -a "$out"
@@ -161,6 +163,7 @@ edge_kind_start() {    # NAME TLS_PORT ADMIN_PORT KTLS_MODE
 tls_listen = "127.0.0.1:$2"
 admin_listen = "127.0.0.1:$3"
 state_dir = "$d/state"
+${EDGE_THREADS:+worker_threads = $EDGE_THREADS}
 [content]
 root = "$WWW"
 [tls]

@@ -278,7 +278,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Where generated keys, certificates and the admin token live.
     pub state_dir: PathBuf,
-    /// Tokio worker threads; `None` = one per core.
+    /// Worker threads (each a single-threaded runtime with its own `SO_REUSEPORT`
+    /// listeners); `None` = one per core.
     pub worker_threads: Option<NonZeroUsize>,
     /// How long in-flight connections may run after SIGTERM before they are cut.
     pub shutdown_grace: Duration,

@@ -91,8 +91,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
     };
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
     // EDGE_WORKER_THREADS overrides server.worker_threads (benchmarks pin it).
     let threads = std::env::var("EDGE_WORKER_THREADS")
         .ok()
@@ -103,16 +101,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("EDGE_WORKER_THREADS must be 1..=1024")
         })
         .transpose()?
-        .or(config.worker_threads.map(|n| n.get()));
-    if let Some(n) = threads {
-        rt.worker_threads(n);
-    }
-    let rt = rt.build().context("starting the tokio runtime")?;
+        .or(config.worker_threads.map(|n| n.get()))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // The main thread is worker 0 (it also runs the admin plane and signal handling);
+    // each further worker gets its own thread, single-threaded runtime and
+    // SO_REUSEPORT listeners (see edge::server).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let root = config.content_root.clone();
         let state_dir = config.state_dir.clone();
         let running = edge::server::start(config, shutdown.clone()).await?;
+        running.spawn_workers(threads - 1)?;
+        tracing::info!(threads, "serving");
         println!("{}", running.listening_line());
         if demo {
             println!(

@@ -1,5 +1,12 @@
 //! A running server: start-up (state dir, certificates, kTLS probe, listeners,
-//! admin plane), the accept loops, per-connection tasks and the drain on shutdown.
+//! admin plane), the accept loops, per-connection tasks, worker threads and the drain
+//! on shutdown.
+//!
+//! Threading follows nginx's worker model: [`Running::spawn_workers`] starts extra
+//! OS threads, each with a single-threaded tokio runtime and its own `SO_REUSEPORT`
+//! listeners, so the kernel spreads connections across threads and a connection's
+//! task never migrates or wakes another thread (work stealing cost about 12% CPU per
+//! byte in the kTLS benchmark).
 //!
 //! Accept loops race accept against the shutdown token and back off when the
 //! process is out of descriptors; each connection runs in its own task, with the TLS
@@ -12,7 +19,7 @@ use std::time::Duration;
 
 use rustls::HandshakeKind;
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +54,9 @@ pub enum StartError {
     /// `tls.ktls = "require"` but the kernel cannot offload.
     #[error("tls.ktls = \"require\" but {0}")]
     KtlsRequired(String),
+    /// A worker thread could not start (`server.worker_threads`).
+    #[error("server.worker_threads: {0}")]
+    Worker(String),
     /// The content root is not a readable directory.
     #[error("content.root {path}: {reason}")]
     ContentRoot {
@@ -72,9 +82,81 @@ pub struct Running {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     grace: Duration,
+    ctx: Arc<ServerCtx>,
 }
 
 impl Running {
+    /// Starts `extra` worker threads, each running its own single-threaded runtime
+    /// with its own `SO_REUSEPORT` listeners on the bound addresses. Must be called
+    /// inside the runtime that ran [`start`]. The threads exit after shutdown once
+    /// their connections have drained (or the grace period is over).
+    pub fn spawn_workers(&self, extra: usize) -> Result<(), StartError> {
+        for i in 1..=extra {
+            // Bound here, inside the caller's runtime; registered with the worker's
+            // own runtime on its thread.
+            let bind_std = |addr: SocketAddr, key: &'static str| {
+                bind_listener(addr, key)?
+                    .into_std()
+                    .map_err(|source| StartError::Bind { addr, key, source })
+            };
+            let tls = bind_std(self.tls_addr, "server.tls_listen")?;
+            let http = self
+                .http_addr
+                .map(|a| bind_std(a, "server.http_listen"))
+                .transpose()?;
+            let ctx = self.ctx.clone();
+            let grace = self.grace;
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+            let worker = move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start a runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listeners = std::iter::once((tls, true)).chain(http.map(|h| (h, false)));
+                    for (std_listener, is_tls) in listeners {
+                        match TcpListener::from_std(std_listener) {
+                            Ok(l) => {
+                                ctx.tasks.spawn(accept_loop(l, ctx.clone(), is_tls));
+                            }
+                            Err(e) => {
+                                let _ =
+                                    ready_tx.send(Err(format!("cannot register a listener: {e}")));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    ctx.shutdown.cancelled().await;
+                    let _ = tokio::time::timeout(grace, ctx.tasks.wait()).await;
+                });
+            };
+            std::thread::Builder::new()
+                .name(format!("edge-worker-{i}"))
+                .spawn(worker)
+                .map_err(|e| {
+                    StartError::Worker(format!("worker {i}: cannot spawn a thread: {e}"))
+                })?;
+            // Start-up only: wait (briefly, blocking) until the worker listens.
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(msg)) => return Err(StartError::Worker(format!("worker {i}: {msg}"))),
+                Err(_) => {
+                    return Err(StartError::Worker(format!(
+                        "worker {i}: exited during start-up"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The one line printed on stdout once listening (tests and scripts parse it).
     pub fn listening_line(&self) -> String {
         let http = self
@@ -142,17 +224,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Arc::new(Metrics::new());
     metrics.ktls_enabled.set(i64::from(ktls.any()));
 
-    let bind = |addr: SocketAddr, key: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, key, source })
-    };
-    let tls_listener = bind(config.tls_listen, "server.tls_listen").await?;
+    let tls_listener = bind_listener(config.tls_listen, "server.tls_listen")?;
     let http_listener = match config.http_listen {
-        Some(a) => Some(bind(a, "server.http_listen").await?),
+        Some(a) => Some(bind_listener(a, "server.http_listen")?),
         None => None,
     };
-    let admin_listener = bind(config.admin_listen, "server.admin_listen").await?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.admin_listen,
+            key: "server.admin_listen",
+            source,
+        })?;
     let local = |l: &TcpListener, addr: SocketAddr| l.local_addr().unwrap_or(addr);
     let tls_addr = local(&tls_listener, config.tls_listen);
     let http_addr = http_listener
@@ -204,7 +287,27 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tasks,
         shutdown,
         grace: config.shutdown_grace,
+        ctx,
     })
+}
+
+/// Listen backlog of data-plane sockets (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a data-plane listener with `SO_REUSEPORT`, so worker threads can each bind
+/// their own on the same address (the kernel only lets the same user do so).
+fn bind_listener(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+    let err = |source| StartError::Bind { addr, key, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.set_reuseport(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)
 }
 
 fn content_root_err(config: &Config, reason: &str) -> StartError {

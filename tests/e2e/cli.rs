@@ -82,3 +82,54 @@ fn start_up_errors_name_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn several_workers_serve_and_sigterm_drains() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = TempDir::new("cli-workers");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("a.ts"), b"segment").unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nworker_threads = 4\n[content]\nroot = \"{}\"\n",
+            dir.path().join("state").display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(edge_bin())
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let http: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .expect("listening line")
+        .parse()
+        .unwrap();
+    // Many short connections: the kernel spreads them over the four SO_REUSEPORT
+    // listeners; every one must be answered.
+    for _ in 0..40 {
+        let mut s = std::net::TcpStream::connect(http).unwrap();
+        s.write_all(b"GET /a.ts HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n") && out.ends_with(b"segment"));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
