@@ -224,9 +224,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Arc::new(Metrics::new());
     metrics.ktls_enabled.set(i64::from(ktls.any()));
 
-    let tls_listener = bind_listener(config.tls_listen, "server.tls_listen")?;
+    let tls_listener = bind_exclusive(config.tls_listen, "server.tls_listen")?;
     let http_listener = match config.http_listen {
-        Some(a) => Some(bind_listener(a, "server.http_listen")?),
+        Some(a) => Some(bind_exclusive(a, "server.http_listen")?),
         None => None,
     };
     let admin_listener = TcpListener::bind(config.admin_listen)
@@ -293,6 +293,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
 /// Listen backlog of data-plane sockets (the kernel caps it at `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the first listener on `addr`: as [`bind_listener`], but first checks with a
+/// plain bind (no `SO_REUSEPORT`) that nobody listens there yet, so a second `edge`
+/// on the same port fails with "address in use" instead of silently sharing it.
+fn bind_exclusive(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+    if addr.port() != 0 {
+        drop(
+            std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
+                addr,
+                key,
+                source,
+            })?,
+        );
+    }
+    bind_listener(addr, key)
+}
 
 /// Binds a data-plane listener with `SO_REUSEPORT`, so worker threads can each bind
 /// their own on the same address (the kernel only lets the same user do so).

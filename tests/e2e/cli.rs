@@ -133,3 +133,50 @@ fn several_workers_serve_and_sigterm_drains() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
 }
+
+#[test]
+fn a_second_instance_on_the_same_port_fails() {
+    let dir = TempDir::new("cli-twice");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    // Find a free port, then hold it with a first edge.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |n: u32| {
+        let p = dir.path().join(format!("edge{n}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[server]\ntls_listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[content]\nroot = \"{}\"\n",
+                dir.path().join(format!("state{n}")).display(),
+                root.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let mut first = Command::new(edge_bin())
+        .args(["serve", "--config", config(1).to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(first.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains(&format!("tls=127.0.0.1:{port}")), "{line}");
+    let (code, _, err) = run(&["serve", "--config", config(2).to_str().unwrap()]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_ne!(code, 0, "the second instance must not start");
+    assert!(
+        err.contains("server.tls_listen") && err.to_lowercase().contains("in use"),
+        "{err}"
+    );
+}
