@@ -2,6 +2,7 @@
 //! both listeners, bad input and limits, TLS byte integrity, and (with strace) the
 //! zero-copy body path of the real binary.
 
+mod alloc;
 mod bad_input;
 mod cli;
 mod semantics;
