@@ -12,6 +12,7 @@
 #   clients   `edge demo` on loopback, then curl, ffprobe and headless Chromium
 #             (hls.js, dash.js) against it
 #   ktls-vm   the kTLS suite in a QEMU guest running Debian's kernel (both modes)
+#   fuzz      each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 20)
 # Ends with "suite: N passed, M failed" over the stages; exit 0 only if all passed.
 #
 # Env: SKIP_STAGES="ktls-vm clients" skips named stages (reported as failed, so a
@@ -56,6 +57,24 @@ install() {
     tests/browser/install.sh
 }
 
+fuzz_targets() {
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz || return 1
+    local t rc=0
+    # Only the stable toolchain exists here; cargo-fuzz needs -Zsanitizer.
+    local -x RUSTC_BOOTSTRAP=1
+    (cd fuzz && cargo fuzz build -O) || return 1
+    for t in request_head request_path range_header; do
+        mkdir -p "fuzz/corpus/$t"
+        if (cd fuzz && cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
+                -max_total_time="${FUZZ_SECONDS:-20}" -max_len=4096) > "fuzz/$t.log" 2>&1; then
+            echo "fuzz $t: $(grep -m1 '^Done' "fuzz/$t.log")"
+        else
+            tail -n 40 "fuzz/$t.log"; echo "fuzz target $t FAILED (input in fuzz/artifacts/$t)"; rc=1
+        fi
+    done
+    return $rc
+}
+
 demo_clients() {
     local tmp rc=0 line base
     tmp=$(mktemp -d)
@@ -88,6 +107,7 @@ stage build cargo build --workspace --bins
 stage unit+e2e cargo nextest run --workspace --no-fail-fast
 stage clients demo_clients
 stage ktls-vm tests/vm/edge-ktls-suite.sh
+stage fuzz fuzz_targets
 
 echo
 echo "passed stages: ${passed[*]:-none}"
