@@ -294,11 +294,11 @@ impl Transport for KtlsTransport {
 /// kTLS after the handshake; uncorked it passes bytes through).
 pub type RustlsStream = tokio_rustls::server::TlsStream<ktls::CorkStream<TcpStream>>;
 
-/// TLS in userspace with rustls.
+/// TLS in userspace with rustls. A body buffer is taken from the pool for one
+/// response and returned after it, so idle keep-alive connections hold none.
 pub struct RustlsTransport {
     stream: RustlsStream,
     pool: Arc<BufferPool>,
-    buf: Option<Box<[u8]>>,
     send_timeout: Duration,
 }
 
@@ -308,7 +308,6 @@ impl RustlsTransport {
         Self {
             stream,
             pool,
-            buf: None,
             send_timeout,
         }
     }
@@ -323,14 +322,6 @@ impl RustlsTransport {
         timeout(self.send_timeout, self.stream.flush())
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
-    }
-}
-
-impl Drop for RustlsTransport {
-    fn drop(&mut self) {
-        if let Some(b) = self.buf.take() {
-            self.pool.put(b);
-        }
     }
 }
 
@@ -350,10 +341,7 @@ impl Transport for RustlsTransport {
         Ok(())
     }
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        let mut buf = match self.buf.take() {
-            Some(b) => b,
-            None => self.pool.get(),
-        };
+        let mut buf = self.pool.get();
         let mut off = offset;
         let end = offset + len;
         let result = async {
@@ -372,7 +360,7 @@ impl Transport for RustlsTransport {
             self.flush_timed().await
         }
         .await;
-        self.buf = Some(buf);
+        self.pool.put(buf);
         result
     }
     async fn close(&mut self) {
@@ -384,8 +372,9 @@ impl Transport for RustlsTransport {
 }
 
 /// A pool of equally sized body buffers for the userspace-TLS path, so a response
-/// allocates nothing: a connection takes one on its first body and returns it when
-/// it closes. At most `max_pooled` idle buffers are kept.
+/// allocates nothing: a response takes one and returns it when its body is sent (a
+/// cancelled send drops it instead; the pool refills on demand). At most
+/// `max_pooled` idle buffers are kept.
 pub struct BufferPool {
     size: usize,
     max_pooled: usize,

@@ -15,6 +15,8 @@ use super::HttpError;
 /// The query string is ignored.
 pub fn normalise(target: &[u8], out: &mut String) -> Result<(), HttpError> {
     out.clear();
+    // absolute-form (RFC 9112 3.2.2): drop scheme and authority, keep the path.
+    let target = strip_absolute_form(target);
     let path = match target.iter().position(|&b| b == b'?' || b == b'#') {
         Some(i) => &target[..i],
         None => target,
@@ -87,6 +89,21 @@ pub fn normalise(target: &[u8], out: &mut String) -> Result<(), HttpError> {
     Ok(())
 }
 
+/// `http://host[:port]/path` → `/path` (an authority with no path → `/`).
+fn strip_absolute_form(target: &[u8]) -> &[u8] {
+    let rest = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
+        &target[7..]
+    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case(b"https://") {
+        &target[8..]
+    } else {
+        return target;
+    };
+    match rest.iter().position(|&b| b == b'/' || b == b'?') {
+        Some(i) if rest[i] == b'/' => &rest[i..],
+        _ => b"/",
+    }
+}
+
 fn hex(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -113,6 +130,20 @@ mod tests {
         assert_eq!(norm("/content/").unwrap(), "content/index.html");
         assert_eq!(norm("/a/./b/../c.m3u8").unwrap(), "a/c.m3u8");
         assert_eq!(norm("/a%20b.ts").unwrap(), "a b.ts");
+    }
+
+    #[test]
+    fn absolute_form_targets() {
+        assert_eq!(norm("http://example.com/a/b.ts").unwrap(), "a/b.ts");
+        assert_eq!(
+            norm("HTTPS://example.com:8443/a/../c.m3u8?x").unwrap(),
+            "c.m3u8"
+        );
+        assert_eq!(norm("http://example.com").unwrap(), "index.html");
+        assert!(matches!(
+            norm("http://example.com/../etc/passwd"),
+            Err(HttpError::BadPath)
+        ));
     }
 
     #[test]
