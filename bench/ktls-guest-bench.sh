@@ -13,6 +13,9 @@
 #   edge-ktls   $EDGE_BIN serve, [tls] ktls = "require"
 #   edge-user   $EDGE_BIN serve, [tls] ktls = "off"
 # --edge-threads N sets edge's server.worker_threads (default: one per vCPU).
+# --tls13-cipher NAME (OpenSSL name, e.g. TLS_CHACHA20_POLY1305_SHA256) makes every
+# server offer only that TLS 1.3 suite (nginx: ssl_conf_command Ciphersuites; edge:
+# tls.cipher_suites), to compare with the crypto implementation held fixed.
 # EDGE_BIN defaults to target/release/edge, else target/debug/edge; when
 # neither exists the edge servers are skipped ("edge: binary not found").
 #
@@ -36,7 +39,7 @@ REPO=$(cd "$HERE/.." && pwd)
 
 ALL_SERVERS=nginx-ktls,nginx-user,edge-ktls,edge-user
 CONNS=4,16 DURATION=10 NFILES=8 ROUNDS=1 SERVERS=$ALL_SERVERS TIMEOUT=900
-IN_GUEST=0 GUEST_EDGE_BIN= EDGE_THREADS=
+IN_GUEST=0 GUEST_EDGE_BIN= EDGE_THREADS= TLS13_CIPHER=
 while [ $# -gt 0 ]; do
     case $1 in
     --conns) CONNS=$2; shift 2 ;;
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
     --in-guest) IN_GUEST=1; shift ;;
     --edge-bin) GUEST_EDGE_BIN=$2; shift 2 ;;
     --edge-threads) EDGE_THREADS=$2; shift 2 ;;
+    --tls13-cipher) TLS13_CIPHER=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
     *) echo "unknown argument: $1 (-h for help)" >&2; exit 2 ;;
     esac
@@ -88,7 +92,7 @@ if [ $IN_GUEST = 0 ]; then
     set +e
     "$REPO/tests/vm/run-in-vm.sh" -u -t "$TIMEOUT" "$REPO" \
         bench/ktls-guest-bench.sh --in-guest --conns "$CONNS" --duration "$DURATION" \
-        --files "$NFILES" --rounds "$ROUNDS" --servers "$SERVERS" ${EDGE_THREADS:+--edge-threads "$EDGE_THREADS"} "${edge_arg[@]}" 2>&1 | tee -a "$out"
+        --files "$NFILES" --rounds "$ROUNDS" --servers "$SERVERS" ${EDGE_THREADS:+--edge-threads "$EDGE_THREADS"} ${TLS13_CIPHER:+--tls13-cipher "$TLS13_CIPHER"} "${edge_arg[@]}" 2>&1 | tee -a "$out"
     rc=${PIPESTATUS[0]}
     set -e
     echo "host: load after: $(cut -d' ' -f1-3 /proc/loadavg); results in ${out#"$REPO"/}" | tee -a "$out"
@@ -96,6 +100,12 @@ if [ $IN_GUEST = 0 ]; then
 fi
 
 # =================================================================== guest
+EDGE_CIPHER_LINE= NGINX_SSL_EXTRA=
+if [ -n "$TLS13_CIPHER" ]; then
+    EDGE_CIPHER_LINE="cipher_suites = [\"TLS13_${TLS13_CIPHER#TLS_}\"]"
+    NGINX_SSL_EXTRA="ssl_conf_command Ciphersuites $TLS13_CIPHER;"
+    echo "guest: every server offers only TLS 1.3 $TLS13_CIPHER"
+fi
 B=/tmp/ktls-bench
 WWW=$B/www
 RESULTS=$B/results          # server conns round bytes duration_us ticks ktls_tx errors requests
@@ -170,6 +180,7 @@ root = "$WWW"
 cert_path = "$B/cert.pem"
 key_path = "$B/key.pem"
 ktls = "$4"
+$EDGE_CIPHER_LINE
 EOF
     cp "$EDGE_BIN" "$B/edge"      # run it from tmpfs, not from 9p
     "$B/edge" serve --config "$d/edge.toml" </dev/null >"$d/stdout" 2>"$d/stderr" &

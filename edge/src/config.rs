@@ -152,6 +152,7 @@ impl Default for RawLimits {
 struct RawTls {
     cert_path: Option<PathBuf>,
     key_path: Option<PathBuf>,
+    cipher_suites: Option<Vec<String>>,
     ktls: KtlsMode,
     ktls_max_bytes_per_connection: u64,
 }
@@ -161,6 +162,7 @@ impl Default for RawTls {
         Self {
             cert_path: None,
             key_path: None,
+            cipher_suites: None,
             ktls: KtlsMode::Auto,
             ktls_max_bytes_per_connection: DEFAULT_KTLS_MAX_BYTES,
         }
@@ -243,6 +245,8 @@ pub struct Limits {
 pub struct TlsSettings {
     /// PEM certificate chain and key; `None` means a self-signed pair in `state_dir`.
     pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// The cipher suites offered; `None` = all that rustls' provider supports.
+    pub cipher_suites: Option<Vec<rustls::CipherSuite>>,
     /// Offload policy.
     pub ktls: KtlsMode,
     /// Bytes one kTLS connection may carry before it is closed after the response in flight.
@@ -447,8 +451,45 @@ impl RawConfig {
                 ),
             ));
         }
+        let cipher_suites = match t.cipher_suites {
+            None => None,
+            Some(names) => {
+                let known: Vec<rustls::CipherSuite> = rustls::crypto::ring::default_provider()
+                    .cipher_suites
+                    .iter()
+                    .map(|s| s.suite())
+                    .collect();
+                let name_list = || {
+                    known
+                        .iter()
+                        .filter_map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                if names.is_empty() {
+                    return Err(invalid(
+                        "tls.cipher_suites",
+                        format!("must not be empty; known: {}", name_list()),
+                    ));
+                }
+                let mut suites = Vec::with_capacity(names.len());
+                for n in &names {
+                    match known.iter().find(|s| s.as_str() == Some(n.as_str())) {
+                        Some(s) => suites.push(*s),
+                        None => {
+                            return Err(invalid(
+                                "tls.cipher_suites",
+                                format!("unknown cipher suite `{n}`; known: {}", name_list()),
+                            ))
+                        }
+                    }
+                }
+                Some(suites)
+            }
+        };
         let tls = TlsSettings {
             cert_and_key,
+            cipher_suites,
             ktls: t.ktls,
             ktls_max_bytes_per_connection: nz(t.ktls_max_bytes_per_connection)
                 .expect("checked above"),

@@ -218,7 +218,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if config.tls.ktls == KtlsMode::Require && !ktls.any() {
         return Err(StartError::KtlsRequired(ktls.to_string()));
     }
-    let tls_config = tls::server_config(certs, key, ktls.any())?;
+    let tls_config =
+        tls::server_config(certs, key, ktls.any(), config.tls.cipher_suites.as_deref())?;
     let token = tls::admin_token(config.admin_token_file.as_deref(), &config.state_dir)?;
 
     let metrics = Arc::new(Metrics::new());

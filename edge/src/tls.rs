@@ -131,12 +131,21 @@ pub fn load_or_generate(
 /// The rustls server configuration: TLS 1.2 and 1.3, ALPN `http/1.1`, stateless
 /// session tickets plus a session cache for resumption, and secret extraction when
 /// connections may be handed to kTLS.
+///
+/// `cipher_suites` restricts the offered suites (`None`: all of the provider's).
 pub fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     allow_secret_extraction: bool,
+    cipher_suites: Option<&[rustls::CipherSuite]>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(wanted) = cipher_suites {
+        provider
+            .cipher_suites
+            .retain(|s| wanted.contains(&s.suite()));
+    }
+    let provider = Arc::new(provider);
     let builder: ConfigBuilder<ServerConfig, WantsServerCert> =
         ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -205,7 +214,7 @@ mod tests {
             & 0o777;
         assert_eq!(mode, 0o600);
         let (certs, key) = load_or_generate(None, &d).unwrap();
-        server_config(certs, key, true).unwrap();
+        server_config(certs, key, true, None).unwrap();
         fs::remove_dir_all(&d).ok();
     }
 

@@ -60,6 +60,7 @@ vm_make_files() {
 }
 
 # nginx_write_conf DIR PORT KTLS(on|off) WORKERS WWW CERTDIR - an nginx.conf in
+# (NGINX_SSL_EXTRA, if set, is one more directive line in the server block)
 # DIR that depends on no system file: prefix, pid, logs and temp paths in DIR.
 # The only difference between on and off is the ssl_conf_command Options line;
 # sendfile is on in both (nginx ignores it for SSL without kTLS).
@@ -95,6 +96,7 @@ http {
         ssl_certificate_key $certdir/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_conf_command Options $opt;
+        ${NGINX_SSL_EXTRA:-}
         root $www;
         location / { }
     }
