@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use edge_tests::{edge_bin, TempDir};
+use edge_tests::{edge_bin, listening_addr, write_binary_config, TempDir};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(edge_bin()).args(args).output().unwrap();
@@ -85,37 +85,19 @@ fn start_up_errors_name_the_key() {
 
 #[test]
 fn several_workers_serve_and_sigterm_drains() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     let dir = TempDir::new("cli-workers");
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("a.ts"), b"segment").unwrap();
-    let path = dir.path().join("edge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nworker_threads = 4\n[content]\nroot = \"{}\"\n",
-            dir.path().join("state").display(),
-            root.display()
-        ),
-    )
-    .unwrap();
+    let path = write_binary_config(dir.path(), &root, "worker_threads = 4");
     let mut child = Command::new(edge_bin())
         .args(["serve", "--config", path.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let http: std::net::SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .expect("listening line")
-        .parse()
-        .unwrap();
+    let http = listening_addr(&mut child, "http");
     // Many short connections: the kernel spreads them over the four SO_REUSEPORT
     // listeners; every one must be answered.
     for _ in 0..40 {

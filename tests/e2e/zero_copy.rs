@@ -1,10 +1,11 @@
 //! The plain-HTTP body path is zero-copy: the real binary under `strace -f` sends a
 //! 16 MiB file with `sendfile` and never `read`s or `pread`s it.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use edge_tests::{edge_bin, pattern, sha256_hex, Client, TempDir};
+use edge_tests::{
+    edge_bin, listening_addr, pattern, sha256_hex, write_binary_config, Client, TempDir,
+};
 use tokio::net::TcpStream;
 
 /// One syscall line of `strace -f` output: `PID name(args) = ret`.
@@ -47,16 +48,7 @@ async fn plain_http_body_leaves_through_sendfile_only() {
     std::fs::create_dir_all(&root).unwrap();
     let data = pattern(16 << 20, 3);
     std::fs::write(root.join("big.bin"), &data).unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[content]\nroot = \"{}\"\n",
-            dir.path().join("state").display(),
-            root.display()
-        ),
-    )
-    .unwrap();
+    let config = write_binary_config(dir.path(), &root, "");
     let log = dir.path().join("strace.log");
     let mut child = Command::new("strace")
         .args(["-f", "-qq", "-e", "trace=openat,read,pread64,readv,preadv,preadv2,sendfile,write,writev,sendto,sendmsg,splice", "-o"])
@@ -69,16 +61,7 @@ async fn plain_http_body_leaves_through_sendfile_only() {
         .spawn()
         .expect("strace must be installed (tests/run-all.sh installs it)");
     let guard = KillOnDrop(child.id());
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let http: std::net::SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .unwrap_or_else(|| panic!("no listening line: {line:?}"))
-        .parse()
-        .unwrap();
+    let http = listening_addr(&mut child, "http");
 
     let mut c = Client::new(TcpStream::connect(http).await.unwrap());
     let r = c.get("/big.bin", "").await;

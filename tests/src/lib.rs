@@ -318,3 +318,36 @@ pub fn edge_bin() -> PathBuf {
     );
     p
 }
+
+/// Writes `dir/edge.toml` for a run of the real binary: every listener on an
+/// ephemeral loopback port, state in `dir/state`, content from `root`; `server_extra`
+/// is appended to the `[server]` table.
+pub fn write_binary_config(dir: &Path, root: &Path, server_extra: &str) -> PathBuf {
+    let path = dir.join("edge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n{server_extra}\n[content]\nroot = \"{}\"\n",
+            dir.join("state").display(),
+            root.display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// Reads the `edge: listening ...` line from a child started with piped stdout and
+/// returns the address named `key` (`tls`, `http` or `admin`).
+pub fn listening_addr(child: &mut std::process::Child, key: &str) -> SocketAddr {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {key}= in listening line {line:?}"))
+        .parse()
+        .expect("an address")
+}
