@@ -56,6 +56,19 @@ pub enum KtlsMode {
     Require,
 }
 
+/// Which symlinks under the content root are followed (`content.symlinks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SymlinkPolicy {
+    /// No symlink anywhere in a request path is followed (404): nothing outside the
+    /// root is reachable. The default.
+    Refuse,
+    /// Symlinks are followed, but a file whose real path lies outside the root is 404.
+    WithinRoot,
+    /// Symlinks are followed wherever they lead (the operator vouches for the tree).
+    Follow,
+}
+
 /// The `[server]` table as written in the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,14 +116,21 @@ fn default_shutdown_grace_secs() -> u64 {
 struct RawContent {
     #[serde(default = "default_root")]
     root: PathBuf,
+    #[serde(default = "default_symlinks")]
+    symlinks: SymlinkPolicy,
 }
 
 impl Default for RawContent {
     fn default() -> Self {
         Self {
             root: default_root(),
+            symlinks: default_symlinks(),
         }
     }
+}
+
+fn default_symlinks() -> SymlinkPolicy {
+    SymlinkPolicy::Refuse
 }
 
 fn default_root() -> PathBuf {
@@ -129,6 +149,9 @@ struct RawLimits {
     max_requests_per_connection: u32,
     max_connections: usize,
     userspace_tls_buffer_bytes: usize,
+    min_send_rate_bytes_per_sec: u64,
+    /// Default: 8192, or `max_head_bytes` when that is smaller.
+    max_request_target_bytes: Option<usize>,
 }
 
 impl Default for RawLimits {
@@ -143,6 +166,8 @@ impl Default for RawLimits {
             max_requests_per_connection: 10_000,
             max_connections: 16_384,
             userspace_tls_buffer_bytes: 64 * 1024,
+            min_send_rate_bytes_per_sec: DEFAULT_MIN_SEND_RATE,
+            max_request_target_bytes: None,
         }
     }
 }
@@ -197,7 +222,19 @@ impl Default for RawCors {
 #[serde(deny_unknown_fields, default)]
 struct RawAdmin {
     token_file: Option<PathBuf>,
+    allow_non_loopback: bool,
 }
+
+/// Default `limits.min_send_rate_bytes_per_sec`: 16 KiB/s (128 kbit/s), below any
+/// usable video bitrate.
+pub const DEFAULT_MIN_SEND_RATE: u64 = 16 * 1024;
+/// Upper bound of `limits.max_connections` (a descriptor each; far above what one
+/// process's `RLIMIT_NOFILE` allows in practice).
+pub const MAX_CONNECTIONS_CEILING: usize = 4 << 20;
+/// Memory one connection can hold at worst besides its head buffer and the pooled
+/// userspace-TLS body buffer: rustls' record buffers in both directions, the response
+/// head, and task and socket bookkeeping (an estimate, used for the start-up check).
+pub const PER_CONNECTION_OVERHEAD_BYTES: usize = 48 * 1024;
 
 /// The whole file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -228,8 +265,14 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time a keep-alive connection may sit idle between requests.
     pub idle_timeout: Duration,
-    /// Time one response may take to leave (a stalled reader is cut off).
+    /// Longest wait for any sending progress; also the head start a response gets
+    /// before `min_send_rate` applies.
     pub send_timeout: Duration,
+    /// Bytes per second a response must keep up after its first `send_timeout`
+    /// (0 = no rate floor).
+    pub min_send_rate: u64,
+    /// Longest request target accepted; longer gets 414.
+    pub max_request_target_bytes: NonZeroUsize,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Requests served on one connection before it is closed (after the response).
@@ -289,6 +332,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Directory whose files are served.
     pub content_root: PathBuf,
+    /// Which symlinks under it are followed.
+    pub symlinks: SymlinkPolicy,
     /// Limits.
     pub limits: Limits,
     /// TLS settings.
@@ -317,6 +362,14 @@ impl Config {
         })?;
         raw.validate(file)
     }
+}
+
+/// `MemTotal` of this machine, if `/proc/meminfo` says.
+fn physical_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 impl RawConfig {
@@ -352,6 +405,15 @@ impl RawConfig {
             .map(|v| addr("server.http_listen", v))
             .transpose()?;
         let admin_listen = addr("server.admin_listen", &s.admin_listen)?;
+        if !admin_listen.ip().is_loopback() && !self.admin.allow_non_loopback {
+            return Err(invalid(
+                "server.admin_listen",
+                format!(
+                    "{admin_listen} is not a loopback address: the admin token would travel in \
+                     clear; set `admin.allow_non_loopback = true` to allow it (behind a firewall)"
+                ),
+            ));
+        }
         if s.state_dir.as_os_str().is_empty() {
             return Err(invalid("server.state_dir", "must not be empty".into()));
         }
@@ -397,6 +459,54 @@ impl RawConfig {
                 ),
             ));
         }
+        let max_request_target_bytes = l
+            .max_request_target_bytes
+            .unwrap_or(l.max_head_bytes.min(8 * 1024));
+        if !(256..=l.max_head_bytes).contains(&max_request_target_bytes) {
+            return Err(invalid(
+                "limits.max_request_target_bytes",
+                format!(
+                    "{max_request_target_bytes} is out of range: use 256..=limits.max_head_bytes ({})",
+                    l.max_head_bytes
+                ),
+            ));
+        }
+        if l.min_send_rate_bytes_per_sec > 1 << 30 {
+            return Err(invalid(
+                "limits.min_send_rate_bytes_per_sec",
+                format!(
+                    "{} is out of range: use 0 (no floor)..=1073741824",
+                    l.min_send_rate_bytes_per_sec
+                ),
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS_CEILING).contains(&l.max_connections) {
+            return Err(invalid(
+                "limits.max_connections",
+                format!(
+                    "{} is out of range: use 1..={MAX_CONNECTIONS_CEILING}",
+                    l.max_connections
+                ),
+            ));
+        }
+        // What slow or idle clients can pin at worst: every connection with a full
+        // head buffer and a userspace-TLS body buffer in use.
+        let per_connection =
+            l.max_head_bytes + l.userspace_tls_buffer_bytes + PER_CONNECTION_OVERHEAD_BYTES;
+        let worst_case = per_connection as u128 * l.max_connections as u128;
+        if let Some(total) = physical_memory_bytes() {
+            if worst_case > u128::from(total) {
+                return Err(invalid(
+                    "limits.max_connections",
+                    format!(
+                        "{} connections x {per_connection} bytes each at worst (max_head_bytes + \
+                         userspace_tls_buffer_bytes + {PER_CONNECTION_OVERHEAD_BYTES}) = {worst_case} \
+                         bytes, more than this machine's {total} bytes of memory",
+                        l.max_connections
+                    ),
+                ));
+            }
+        }
         let limits = Limits {
             max_head_bytes: nz(l.max_head_bytes).expect("checked above"),
             max_headers: nz(l.max_headers).expect("checked above"),
@@ -407,6 +517,8 @@ impl RawConfig {
             )?,
             idle_timeout: secs("limits.idle_timeout_secs", l.idle_timeout_secs, 86_400)?,
             send_timeout: secs("limits.send_timeout_secs", l.send_timeout_secs, 86_400)?,
+            min_send_rate: l.min_send_rate_bytes_per_sec,
+            max_request_target_bytes: nz(max_request_target_bytes).expect("checked above"),
             tls_handshake_timeout: secs(
                 "limits.tls_handshake_timeout_secs",
                 l.tls_handshake_timeout_secs,
@@ -418,8 +530,7 @@ impl RawConfig {
                     "must be at least 1".into(),
                 )
             })?,
-            max_connections: nz(l.max_connections)
-                .ok_or_else(|| invalid("limits.max_connections", "must be at least 1".into()))?,
+            max_connections: nz(l.max_connections).expect("checked above"),
             userspace_tls_buffer_bytes: nz(l.userspace_tls_buffer_bytes).expect("checked above"),
         };
 
@@ -487,6 +598,19 @@ impl RawConfig {
                 Some(suites)
             }
         };
+        if cert_and_key.is_none()
+            && !crate::tls::suites_usable_with(
+                cipher_suites.as_deref(),
+                rustls::SignatureAlgorithm::ECDSA,
+            )
+        {
+            return Err(invalid(
+                "tls.cipher_suites",
+                "no suite listed can be used with the generated ECDSA certificate (tls.cert_path \
+                 is unset): every handshake would fail; add a TLS 1.3 suite or an ECDHE_ECDSA one"
+                    .into(),
+            ));
+        }
         let tls = TlsSettings {
             cert_and_key,
             cipher_suites,
@@ -538,6 +662,7 @@ impl RawConfig {
             worker_threads,
             shutdown_grace,
             content_root: self.content.root,
+            symlinks: self.content.symlinks,
             limits,
             tls,
             cors,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use crate::handler::{self, Body, Scratch, Site};
-use crate::http::request::{parse_head, Method};
+use crate::http::request::{self, HeadLimits, Method};
 use crate::http::HttpError;
 use crate::metrics::{CloseReason, Metrics};
 use crate::transport::{KtlsTransport, Transport};
@@ -44,6 +44,11 @@ pub async fn serve<T: Transport>(
 ) -> CloseReason {
     let limits = &shared.limits;
     let max_head = limits.max_head_bytes.get();
+    let head_limits = HeadLimits {
+        max_headers: limits.max_headers.get(),
+        max_head_bytes: max_head,
+        max_target_bytes: limits.max_request_target_bytes.get(),
+    };
     let mut buf = vec![0u8; INITIAL_READ_BUFFER.min(max_head)];
     let mut filled = 0usize;
     let mut scratch = Scratch::default();
@@ -55,7 +60,7 @@ pub async fn serve<T: Transport>(
             (filled > 0).then(|| Instant::now() + limits.header_read_timeout);
         let head = loop {
             if filled > 0 {
-                match parse_head(&buf[..filled], limits.max_headers.get(), max_head) {
+                match request::parse(&buf[..filled], &head_limits) {
                     Ok(Some(h)) => break h,
                     Ok(None) => {}
                     Err(e) => return reject(t, shared, &mut scratch, e).await,
@@ -95,30 +100,14 @@ pub async fn serve<T: Transport>(
             }
         };
 
-        // ---- skip a request body (bounded)
-        let mut consumed = head.head_len;
-        if head.content_length > 0 {
-            if head.content_length > MAX_DISCARDED_BODY {
-                return reject(t, shared, &mut scratch, HttpError::BodyTooLarge).await;
-            }
-            let mut left = head.content_length as usize;
-            let in_buf = (filled - consumed).min(left);
-            consumed += in_buf;
-            left -= in_buf;
-            let deadline =
-                head_deadline.unwrap_or_else(|| Instant::now() + limits.header_read_timeout);
-            let mut sink = [0u8; 4096];
-            while left > 0 {
-                let want = left.min(sink.len());
-                match timeout_at(deadline, t.read(&mut sink[..want])).await {
-                    Ok(Ok(0)) => return CloseReason::Client,
-                    Ok(Ok(n)) => left -= n,
-                    Ok(Err(_)) => return CloseReason::IoError,
-                    Err(_) => {
-                        t.close().await;
-                        return CloseReason::HeaderTimeout;
-                    }
-                }
+        // ---- a request body: we answer without it, then discard it (bounded)
+        if head.content_length > MAX_DISCARDED_BODY {
+            return reject(t, shared, &mut scratch, HttpError::BodyTooLarge).await;
+        }
+        if head.content_length > 0 && head.expect_continue && head.minor_version >= 1 {
+            // RFC 9110 10.1.1: the client waits for this before sending the body.
+            if t.write_head(CONTINUE, false).await.is_err() {
+                return CloseReason::IoError;
             }
         }
 
@@ -135,6 +124,9 @@ pub async fn serve<T: Transport>(
             keep_alive,
             budget,
         );
+        let body_in_buf = (filled - head.head_len).min(head.content_length as usize);
+        let consumed = head.head_len + body_in_buf;
+        let mut body_left = head.content_length - body_in_buf as u64;
         buf.copy_within(consumed..filled, 0);
         filled -= consumed;
 
@@ -155,8 +147,30 @@ pub async fn serve<T: Transport>(
                 CloseReason::KtlsByteCap
             };
         }
+        // The rest of the body, read and dropped; the next request may follow it in
+        // the same read. A body that does not come is a stalled request.
+        let deadline = Instant::now() + limits.header_read_timeout;
+        while body_left > 0 {
+            match timeout_at(deadline, t.read(&mut buf)).await {
+                Ok(Ok(0)) => return CloseReason::Client,
+                Ok(Ok(n)) => {
+                    let body = (n as u64).min(body_left) as usize;
+                    body_left -= body as u64;
+                    buf.copy_within(body..n, 0);
+                    filled = n - body;
+                }
+                Ok(Err(_)) => return CloseReason::IoError,
+                Err(_) => {
+                    t.close().await;
+                    return CloseReason::HeaderTimeout;
+                }
+            }
+        }
     }
 }
+
+/// The interim response to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Sends a head and its body, counting the response.
 async fn send<T: Transport>(

@@ -4,26 +4,61 @@
 //! [`respond`] is synchronous: it opens and `fstat`s the file (a page-cache hit on a
 //! warm server) and writes the response head into the connection's reused buffer.
 //! The connection loop then sends the head and the planned body on its transport.
+//!
+//! Files are opened with `openat2(2)` relative to a descriptor of the content root:
+//! nothing outside the root is reachable, symlinks are followed only as
+//! `content.symlinks` allows, and the open is non-blocking, so a FIFO or device in
+//! the tree can never stall a worker; anything but a regular file is 404. Every
+//! error a client's path can cause maps to a 4xx; only server conditions (out of
+//! descriptors, an I/O error) are 5xx.
 
+use std::ffi::CStr;
 use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{AllowedOrigins, Cors};
+use crate::config::{AllowedOrigins, Cors, SymlinkPolicy};
 use crate::http::range::{self, RangeOutcome};
-use crate::http::request::{Method, RequestHead};
+use crate::http::request::{valid_authority, Method, RequestHead};
 use crate::http::response::HeadWriter;
 use crate::http::{self, HttpError};
+use crate::sys::{self, Resolve};
 
 /// What the handler needs to know about the site.
 #[derive(Debug, Clone)]
 pub struct Site {
-    /// The served directory.
+    /// The served directory, as configured.
     pub root: PathBuf,
+    /// The root's canonical path (bytes), for the `within_root` check.
+    root_canonical: Arc<[u8]>,
+    /// An open descriptor of the root; every request path is opened relative to it.
+    root_dir: Arc<OwnedFd>,
+    /// Which symlinks are followed.
+    pub symlinks: SymlinkPolicy,
     /// CORS policy.
     pub cors: Cors,
+}
+
+impl Site {
+    /// Opens the content root (it must be a readable directory).
+    pub fn open(root: &Path, symlinks: SymlinkPolicy, cors: Cors) -> std::io::Result<Self> {
+        let dir = File::open(root)?;
+        if !dir.metadata()?.is_dir() {
+            return Err(std::io::Error::other("not a directory"));
+        }
+        let canonical = std::fs::canonicalize(root)?;
+        Ok(Self {
+            root: root.to_owned(),
+            root_canonical: canonical.as_os_str().as_encoded_bytes().into(),
+            root_dir: Arc::new(dir.into()),
+            symlinks,
+            cors,
+        })
+    }
 }
 
 /// Per-connection scratch space, reused across requests.
@@ -31,8 +66,10 @@ pub struct Site {
 pub struct Scratch {
     /// Normalised relative path.
     rel: String,
-    /// Absolute path under the root.
-    full: PathBuf,
+    /// The same, NUL-terminated, for `openat2`.
+    cpath: Vec<u8>,
+    /// Where an opened file really is (`within_root` check only).
+    resolved: Vec<u8>,
     /// The response head being built.
     pub head: Vec<u8>,
 }
@@ -123,7 +160,7 @@ pub fn respond(
                 );
             }
             cors_headers(&mut w, origin, &site.cors);
-            w.header("Content-Length", b"0");
+            // A 204 carries no Content-Length (RFC 9110 8.6).
             connection_header(&mut w, keep_alive);
             w.finish();
             Plan {
@@ -203,10 +240,18 @@ fn route(
     site: &Site,
     scratch: &mut Scratch,
 ) -> Result<Routed, HttpError> {
-    if req.minor_version >= 1 && req.host.is_none() {
-        return Err(HttpError::MissingHost);
+    if req.target_too_long {
+        return Err(HttpError::TargetTooLong);
     }
     let target = &raw[req.target.clone()];
+    match req.host.clone() {
+        None if req.minor_version >= 1 => return Err(HttpError::MissingHost),
+        Some(h) if !valid_authority(&raw[h.clone()]) => return Err(HttpError::BadHost),
+        _ => {}
+    }
+    if http::path::absolute_form_authority(target).is_some_and(|a| !valid_authority(a)) {
+        return Err(HttpError::BadHost);
+    }
     match req.method() {
         Method::Options => {
             let preflight = req.origin.is_some() && req.ac_request_method.is_some();
@@ -224,43 +269,81 @@ fn route(
         Method::Other => Err(HttpError::MethodNotAllowed),
         Method::Get | Method::Head => {
             http::path::normalise(target, &mut scratch.rel)?;
-            open_under(&site.root, &scratch.rel, &mut scratch.full).map(Routed::File)
+            open_under(site, scratch).map(Routed::File)
         }
     }
 }
 
-/// Opens `rel` (already normalised) under `root`, refusing a symlink as the last
-/// component and anything that is not a regular file.
-fn open_under(root: &Path, rel: &str, full: &mut PathBuf) -> Result<Found, HttpError> {
-    let s = full.as_mut_os_string();
-    s.clear();
-    s.push(root.as_os_str());
-    s.push("/");
-    s.push(rel);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
-        .open(&*full)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound
-            | std::io::ErrorKind::PermissionDenied
-            | std::io::ErrorKind::NotADirectory => HttpError::NotFound,
-            _ if e.raw_os_error() == Some(libc::ELOOP) => HttpError::NotFound,
-            _ => {
-                tracing::warn!(error = %e, "open failed");
-                HttpError::Internal
-            }
-        })?;
-    let meta = file.metadata().map_err(|_| HttpError::Internal)?;
+/// Opens `scratch.rel` (already normalised) beneath the root as `content.symlinks`
+/// allows, without blocking, and only if it is a regular file.
+fn open_under(site: &Site, scratch: &mut Scratch) -> Result<Found, HttpError> {
+    scratch.cpath.clear();
+    scratch.cpath.extend_from_slice(scratch.rel.as_bytes());
+    scratch.cpath.push(0);
+    // The normaliser refuses NUL, so this only fails on a bug; answer 400, not 500.
+    let path = CStr::from_bytes_with_nul(&scratch.cpath).map_err(|_| HttpError::BadPath)?;
+    let resolve = match site.symlinks {
+        SymlinkPolicy::Refuse => Resolve::BeneathNoSymlinks,
+        SymlinkPolicy::WithinRoot | SymlinkPolicy::Follow => Resolve::FollowSymlinks,
+    };
+    let file = File::from(
+        sys::open_beneath(site.root_dir.as_fd(), path, resolve).map_err(|e| open_error(&e))?,
+    );
+    let meta = file.metadata().map_err(|e| open_error(&e))?;
     if !meta.is_file() {
         return Err(HttpError::NotFound);
     }
+    if site.symlinks == SymlinkPolicy::WithinRoot && !resolved_within_root(site, scratch, &file) {
+        return Err(HttpError::NotFound);
+    }
+    // O_NONBLOCK kept the open itself from blocking; a regular file does not need it.
+    sys::clear_nonblock(file.as_fd()).map_err(|e| open_error(&e))?;
     Ok(Found {
         len: meta.len(),
         mtime: meta.modified().unwrap_or(UNIX_EPOCH),
         ino: meta.ino(),
         file,
     })
+}
+
+/// Whether the opened `file` really lies beneath the root (after symlinks).
+fn resolved_within_root(site: &Site, scratch: &mut Scratch, file: &File) -> bool {
+    if scratch.resolved.len() < 4096 {
+        scratch.resolved.resize(4096, 0);
+    }
+    let Ok(n) = sys::fd_path(file.as_fd(), &mut scratch.resolved) else {
+        return false;
+    };
+    let real = &scratch.resolved[..n];
+    let root = &*site.root_canonical;
+    real.strip_prefix(root)
+        .is_some_and(|rest| rest.first() == Some(&b'/') || root == b"/")
+}
+
+/// The one mapping from an `openat2`/`fstat` error to an answer. A request path can
+/// cause only 4xx; 5xx is left for conditions of the server itself.
+fn open_error(e: &std::io::Error) -> HttpError {
+    match e.raw_os_error().unwrap_or(0) {
+        libc::ENOENT
+        | libc::ENOTDIR
+        | libc::ELOOP
+        | libc::EXDEV
+        | libc::ENAMETOOLONG
+        | libc::EISDIR
+        | libc::ENXIO
+        | libc::ENODEV
+        | libc::EINVAL
+        | libc::EOPNOTSUPP => HttpError::NotFound,
+        libc::EACCES | libc::EPERM => HttpError::Forbidden,
+        // Out of descriptors or memory, or a lease held by another process.
+        libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN => HttpError::Unavailable,
+        _ => {
+            if crate::metrics::OPEN_FAILURE_LOG.allow() {
+                tracing::warn!(error = %e, "opening a content file failed (rate-limited)");
+            }
+            HttpError::Internal
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -298,16 +381,49 @@ fn file_response(
         &etag_buf[..n]
     };
 
+    // Preconditions in RFC 9110 13.2.2 order: If-Match, else If-Unmodified-Since
+    // (412 when false, with or without Range); then If-None-Match, else
+    // If-Modified-Since (304); then If-Range.
+    let http_date = |v: &crate::http::request::Span| {
+        std::str::from_utf8(&raw[v.clone()])
+            .ok()
+            .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+    };
+    let precondition_failed = match req.if_match.as_ref() {
+        Some(v) => !etag_list_matches_strong(&raw[v.clone()], etag),
+        None => req
+            .if_unmodified_since
+            .as_ref()
+            .and_then(http_date)
+            .is_some_and(|ius| last_modified > ius),
+    };
+    if precondition_failed {
+        let mut w = HeadWriter::start(&mut scratch.head, 412);
+        w.header("ETag", etag)
+            .header_date("Last-Modified", last_modified)
+            .header("Content-Type", b"text/plain; charset=utf-8")
+            .header("Cache-Control", b"no-store");
+        cors_headers(&mut w, origin, &site.cors);
+        let body = HttpError::PreconditionFailed.body();
+        w.header_u64("Content-Length", body.len() as u64);
+        connection_header(&mut w, keep_alive);
+        w.finish();
+        return Plan {
+            status: 412,
+            body: if req.method() == Method::Head {
+                Body::None
+            } else {
+                Body::Static(body)
+            },
+            close: !keep_alive,
+        };
+    }
     let not_modified = match req.if_none_match.clone() {
         Some(v) => etag_list_matches(&raw[v], etag),
         None => req
             .if_modified_since
-            .clone()
-            .and_then(|v| {
-                std::str::from_utf8(&raw[v])
-                    .ok()
-                    .and_then(|s| httpdate::parse_http_date(s).ok())
-            })
+            .as_ref()
+            .and_then(http_date)
             .is_some_and(|ims| last_modified <= ims),
     };
     let method = req.method();
@@ -428,6 +544,15 @@ fn etag_list_matches(list: &[u8], etag: &[u8]) -> bool {
     })
 }
 
+/// `If-Match`: `*` (the representation exists) or a list compared strongly: a weak
+/// tag never matches.
+fn etag_list_matches_strong(list: &[u8], etag: &[u8]) -> bool {
+    list.split(|&b| b == b',').any(|t| {
+        let t = t.trim_ascii();
+        t == b"*" || t == etag
+    })
+}
+
 /// `If-Range`: a strong ETag must equal ours exactly; a date must equal Last-Modified.
 fn if_range_matches(v: &[u8], etag: &[u8], last_modified: SystemTime) -> bool {
     let v = v.trim_ascii();
@@ -461,13 +586,15 @@ mod tests {
             std::fs::create_dir_all(dir.join("v")).unwrap();
             std::fs::write(dir.join("v/seg.ts"), vec![7u8; 1000]).unwrap();
             std::fs::write(dir.join("index.html"), b"<html></html>").unwrap();
-            let site = Site {
-                root: dir.clone(),
-                cors: Cors {
+            let site = Site::open(
+                &dir,
+                SymlinkPolicy::Refuse,
+                Cors {
                     allowed_origins: AllowedOrigins::Any,
                     preflight_max_age: Duration::from_secs(60),
                 },
-            };
+            )
+            .unwrap();
             Self { dir, site }
         }
 

@@ -71,6 +71,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, check } => {
             let c = Config::load(&config)?;
             if check {
+                // Configured certificate and key: read them and check the suites
+                // against the key, as start-up would.
+                if let Some(ck) = &c.tls.cert_and_key {
+                    let (_, key) = edge::tls::load_or_generate(Some(ck), &c.state_dir)?;
+                    edge::tls::check_suites_for_key(&key, c.tls.cipher_suites.as_deref()).map_err(
+                        |e| edge::config::ConfigError::Invalid {
+                            file: config.clone(),
+                            key: "tls.cipher_suites",
+                            message: e.to_string(),
+                        },
+                    )?;
+                }
                 println!("{}: configuration OK", config.display());
                 return Ok(());
             }

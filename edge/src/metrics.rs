@@ -67,14 +67,19 @@ pub enum KtlsSetupFailure {
     UnsupportedCipher,
     /// Flushing rustls' pending records (session tickets) failed.
     Flush,
-    /// The `ktls` crate failed (ULP, crypto info, secret export, drain).
+    /// The kernel refused `TCP_ULP "tls"` (for example: the peer had already
+    /// half-closed); nothing was consumed and the connection was served by rustls.
+    UlpRefused,
+    /// A failure after rustls' state was consumed (drain, secret export, `TLS_TX` /
+    /// `TLS_RX`): the connection was lost.
     Setup,
 }
 
 impl KtlsSetupFailure {
-    const ALL: [KtlsSetupFailure; 3] = [
+    const ALL: [KtlsSetupFailure; 4] = [
         KtlsSetupFailure::UnsupportedCipher,
         KtlsSetupFailure::Flush,
+        KtlsSetupFailure::UlpRefused,
         KtlsSetupFailure::Setup,
     ];
 
@@ -82,10 +87,52 @@ impl KtlsSetupFailure {
         match self {
             KtlsSetupFailure::UnsupportedCipher => "unsupported_cipher",
             KtlsSetupFailure::Flush => "flush",
+            KtlsSetupFailure::UlpRefused => "ulp_refused",
             KtlsSetupFailure::Setup => "setup",
         }
     }
 }
+
+/// Lets a warning through at most once per interval, so that a condition a client
+/// can trigger again and again never becomes a log storm. Lock-free.
+pub struct LogLimiter {
+    interval_secs: u64,
+    next_allowed: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    /// At most one line per `interval_secs`.
+    pub const fn new(interval_secs: u64) -> Self {
+        Self {
+            interval_secs,
+            next_allowed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may be logged now (true for one caller per interval).
+    pub fn allow(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let next = self.next_allowed.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next_allowed
+                .compare_exchange(
+                    next,
+                    now + self.interval_secs,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+/// Rate limit for "opening a content file failed" (a disk fault, not a client error).
+pub static OPEN_FAILURE_LOG: LogLimiter = LogLimiter::new(10);
+/// Rate limit for "kTLS hand-over failed".
+pub static KTLS_HANDOVER_LOG: LogLimiter = LogLimiter::new(10);
 
 /// Status classes used as labels.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -115,7 +162,7 @@ pub struct Metrics {
     pub handshake_failed_timeout: IntCounter,
     /// See `handshake_failed_timeout`.
     pub handshake_failed_error: IntCounter,
-    ktls_setup_failures: [IntCounter; 3],
+    ktls_setup_failures: [IntCounter; 4],
     body_bytes: [IntCounter; 3],
     responses: [[IntCounter; 4]; 5],
     closes: [IntCounter; 9],

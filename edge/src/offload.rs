@@ -4,17 +4,27 @@
 //! The probe runs once: it reads `/proc/sys/net/ipv4/tcp_available_ulp`, then for
 //! each cipher suite we offer and each TLS version really sets `TCP_ULP "tls"` plus
 //! `TLS_TX` and `TLS_RX` on a loopback socket pair. A connection is offered to the
-//! kernel only if its negotiated suite passed; the decision is made before the stream
-//! is handed to the `ktls` crate (which consumes it: a failure there loses the
-//! connection).
+//! kernel only if its negotiated suite passed.
+//!
+//! The hand-over ([`hand_over`]) is ours, not the `ktls` crate's (we keep only its
+//! `CorkStream`, which stops rustls at a record boundary), for two reasons:
+//! - `TCP_ULP` is set *before* anything of rustls is consumed, so a kernel refusal
+//!   (it refuses once the peer's FIN has arrived) leaves a whole rustls stream that
+//!   is then served in userspace;
+//! - TLS 1.2 AES-GCM needs its transmit nonce corrected: see [`kernel_tx_explicit_nonce`].
 
 use std::fmt;
+use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
-use rustls::{CipherSuite, SupportedCipherSuite};
+use rustls::{CipherSuite, ConnectionTrafficSecrets, ProtocolVersion, SupportedCipherSuite};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use crate::metrics::KtlsSetupFailure;
 use crate::sys::{self, KtlsDirection};
+use crate::transport::RustlsStream;
 
 /// Ciphers the kernel can take, as AEAD families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,9 +238,245 @@ fn probe_one(version: u16, aead: Aead) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What became of a connection offered to the kernel.
+pub enum Handover {
+    /// The kernel now encrypts and decrypts; `drained` is plaintext rustls had
+    /// already decrypted (the start of the first request, typically).
+    Offloaded {
+        /// The socket, with kTLS TX and RX installed.
+        stream: tokio::net::TcpStream,
+        /// Plaintext read by rustls before the hand-over.
+        drained: Option<Vec<u8>>,
+    },
+    /// The kernel refused the TLS ULP before anything was consumed: serve `tls` with
+    /// rustls. Seen when the peer had already half-closed (the kernel accepts the ULP
+    /// on established sockets only).
+    Declined {
+        /// The untouched rustls stream.
+        tls: Box<RustlsStream>,
+        /// The kernel's answer.
+        error: io::Error,
+    },
+    /// A failure once rustls' state was consumed: the connection cannot be served.
+    Lost {
+        /// The metrics label.
+        failure: KtlsSetupFailure,
+        /// What failed (for a rate-limited log line).
+        error: String,
+    },
+}
+
+/// Hands an established rustls connection whose suite passed the probe to the kernel.
+///
+/// Order: flush what rustls holds (TLS 1.3 session tickets), set `TCP_ULP` (a refusal
+/// gives [`Handover::Declined`] with the stream intact), cork rustls at the next record
+/// boundary and drain its decrypted plaintext (bounded by `drain_timeout`), extract
+/// the traffic secrets, install `TLS_TX` and `TLS_RX`.
+pub async fn hand_over(
+    mut tls: RustlsStream,
+    flush_timeout: Duration,
+    drain_timeout: Duration,
+) -> Handover {
+    let lost = |failure, error: String| Handover::Lost { failure, error };
+    match tokio::time::timeout(flush_timeout, tls.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return lost(KtlsSetupFailure::Flush, e.to_string()),
+        Err(_) => return lost(KtlsSetupFailure::Flush, "timed out".into()),
+    }
+    let fd = tls.get_ref().0.io.as_raw_fd();
+    if let Err(error) = sys::set_tcp_ulp_tls(fd) {
+        return Handover::Declined {
+            tls: Box::new(tls),
+            error,
+        };
+    }
+    // From here the socket has the ULP but no keys: it still passes bytes through
+    // as plain TCP, which is what rustls needs to finish reading a partial record.
+    tls.get_mut().0.corked = true;
+    let mut drained = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(drain_timeout, tls.read(&mut chunk)).await {
+            // The cork answers 0 at a record boundary (or the peer ended).
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => drained.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Ok(Err(e)) => return lost(KtlsSetupFailure::Setup, format!("drain: {e}")),
+            Err(_) => return lost(KtlsSetupFailure::Setup, "drain: timed out".into()),
+        }
+    }
+    let (cork, conn) = tls.into_inner();
+    let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
+    let secrets = match conn.dangerous_extract_secrets() {
+        Ok(s) => s,
+        Err(e) => return lost(KtlsSetupFailure::Setup, format!("secrets: {e}")),
+    };
+    let (tx_seq, tx) = secrets.tx;
+    let (rx_seq, rx) = secrets.rx;
+    if let Err(e) = install(fd, KtlsDirection::Tx, tls13, tx_seq, tx)
+        .and_then(|()| install(fd, KtlsDirection::Rx, tls13, rx_seq, rx))
+    {
+        return lost(KtlsSetupFailure::Setup, format!("crypto info: {e}"));
+    }
+    Handover::Offloaded {
+        stream: cork.io,
+        drained: (!drained.is_empty()).then_some(drained),
+    }
+}
+
+/// The explicit nonce to hand the kernel for TLS 1.2 AES-GCM transmit.
+///
+/// rustls seals record `s` with explicit nonce `base XOR s` (the construction TLS 1.3
+/// uses), and has sealed records `0..seq` (the Finished, at least) when the kernel
+/// takes over. The kernel sends its explicit nonce as a 64-bit big-endian counter:
+/// the `iv` it is given, then `iv + 1`, `iv + 2`, ... So `iv = base` (what the `ktls`
+/// crate gives it) repeats the Finished's nonce in the first data record, and
+/// `iv = base XOR seq` collides as soon as it counts up into `base XOR s` (for
+/// `seq = 1`, on the second record whenever `base` is odd).
+///
+/// We give it `base + seq` (wrapping). Since `base XOR s <= base + s < base + seq`
+/// for every `s < seq`, every nonce rustls used lies below the kernel's first one,
+/// and the kernel would need about 2^64 records to wrap around onto them.
+pub fn kernel_tx_explicit_nonce(base: [u8; 8], seq: u64) -> [u8; 8] {
+    u64::from_be_bytes(base).wrapping_add(seq).to_be_bytes()
+}
+
+/// Installs one direction's keys: libc's `tls12_crypto_info_*` (the same layout
+/// serves TLS 1.3, with the version field saying which).
+fn install(
+    fd: RawFd,
+    dir: KtlsDirection,
+    tls13: bool,
+    seq: u64,
+    secrets: ConnectionTrafficSecrets,
+) -> io::Result<()> {
+    let info = libc::tls_crypto_info {
+        version: if tls13 {
+            libc::TLS_1_3_VERSION
+        } else {
+            libc::TLS_1_2_VERSION
+        },
+        cipher_type: 0,
+    };
+    let bad = || io::Error::new(io::ErrorKind::InvalidInput, "unexpected key or iv length");
+    let rec_seq = seq.to_be_bytes();
+    // AES-GCM: 4 bytes of salt, then the 8-byte explicit part; only TLS 1.2 transmit
+    // needs the counter correction (TLS 1.3 XORs the sequence in, as rustls does).
+    let gcm_iv = |iv: &[u8]| -> io::Result<([u8; 4], [u8; 8])> {
+        let salt: [u8; 4] = iv
+            .get(..4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(bad)?;
+        let base: [u8; 8] = iv
+            .get(4..12)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(bad)?;
+        let explicit = if !tls13 && matches!(dir, KtlsDirection::Tx) {
+            kernel_tx_explicit_nonce(base, seq)
+        } else {
+            base
+        };
+        Ok((salt, explicit))
+    };
+    match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
+            let (salt, explicit) = gcm_iv(iv.as_ref())?;
+            sys::set_ktls_crypto(
+                fd,
+                dir,
+                &libc::tls12_crypto_info_aes_gcm_128 {
+                    info: libc::tls_crypto_info {
+                        cipher_type: libc::TLS_CIPHER_AES_GCM_128,
+                        ..info
+                    },
+                    iv: explicit,
+                    key: key.as_ref().try_into().map_err(|_| bad())?,
+                    salt,
+                    rec_seq,
+                },
+            )
+        }
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
+            let (salt, explicit) = gcm_iv(iv.as_ref())?;
+            sys::set_ktls_crypto(
+                fd,
+                dir,
+                &libc::tls12_crypto_info_aes_gcm_256 {
+                    info: libc::tls_crypto_info {
+                        cipher_type: libc::TLS_CIPHER_AES_GCM_256,
+                        ..info
+                    },
+                    iv: explicit,
+                    key: key.as_ref().try_into().map_err(|_| bad())?,
+                    salt,
+                    rec_seq,
+                },
+            )
+        }
+        // ChaCha20-Poly1305 XORs the sequence into the whole 12-byte iv in both
+        // versions, in the kernel as in rustls: no explicit nonce, nothing to correct.
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => sys::set_ktls_crypto(
+            fd,
+            dir,
+            &libc::tls12_crypto_info_chacha20_poly1305 {
+                info: libc::tls_crypto_info {
+                    cipher_type: libc::TLS_CIPHER_CHACHA20_POLY1305,
+                    ..info
+                },
+                iv: iv.as_ref().try_into().map_err(|_| bad())?,
+                key: key.as_ref().try_into().map_err(|_| bad())?,
+                salt: [],
+                rec_seq,
+            },
+        ),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "cipher not offloadable",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nonces rustls used (`base ^ s`, s < seq) and the kernel's next `records`
+    /// (`start + k`) never meet, for bases that stress carries, odd low bits and wrap.
+    #[test]
+    fn kernel_nonces_never_meet_rustls_nonces() {
+        let bases = [
+            0u64,
+            1,
+            0xff,
+            0x0123_4567_89ab_cdef,
+            0xf157_2b24_cd38_4a87,
+            u64::MAX,
+            u64::MAX - 1,
+            u64::MAX - 5,
+            0x7fff_ffff_ffff_ffff,
+        ];
+        for base in bases {
+            for seq in 1..=8u64 {
+                let used: Vec<u64> = (0..seq).map(|s| base ^ s).collect();
+                let start = u64::from_be_bytes(kernel_tx_explicit_nonce(base.to_be_bytes(), seq));
+                for k in 0..10_000u64 {
+                    let n = start.wrapping_add(k);
+                    assert!(
+                        !used.contains(&n),
+                        "base {base:#x} seq {seq}: kernel record {k} reuses {n:#x}"
+                    );
+                }
+            }
+        }
+        // What the ktls crate did, and the tempting XOR, both collide.
+        let base = 0xf157_2b24_cd38_4a87u64;
+        let xor_one = base ^ 1;
+        assert_eq!(
+            xor_one.wrapping_add(1),
+            base,
+            "iv ^ 1 meets the Finished next"
+        );
+    }
 
     #[test]
     fn display_lines() {

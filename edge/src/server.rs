@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::HandshakeKind;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -30,9 +29,9 @@ use crate::config::{Config, KtlsMode};
 use crate::conn::{self, ConnShared};
 use crate::handler::Site;
 use crate::metrics::{CloseReason, KtlsSetupFailure, Metrics};
-use crate::offload::{self, KtlsSupport};
+use crate::offload::{self, Handover, KtlsSupport};
 use crate::tls::{self, TlsError};
-use crate::transport::{BufferPool, KtlsTransport, PlainTransport, RustlsTransport};
+use crate::transport::{BufferPool, KtlsTransport, PlainTransport, RustlsStream, RustlsTransport};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -201,10 +200,14 @@ struct ServerCtx {
 /// Must be called inside a multi-threaded tokio runtime. Cancelling `shutdown`
 /// begins the drain; [`Running::wait`] completes it.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
-    match std::fs::metadata(&config.content_root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(content_root_err(&config, "not a directory")),
-        Err(e) => return Err(content_root_err(&config, &e.to_string())),
+    let site = Site::open(&config.content_root, config.symlinks, config.cors.clone())
+        .map_err(|e| content_root_err(&config, &e.to_string()))?;
+    if !config.admin_listen.ip().is_loopback() {
+        tracing::warn!(
+            addr = %config.admin_listen,
+            "admin listener on a non-loopback address (admin.allow_non_loopback): its bearer \
+             token travels in clear; keep it behind a firewall"
+        );
     }
     tls::ensure_private_dir(&config.state_dir)?;
     let (certs, key) = tls::load_or_generate(config.tls.cert_and_key.as_ref(), &config.state_dir)?;
@@ -248,10 +251,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let limits = config.limits.clone();
     let ctx = Arc::new(ServerCtx {
         conn: ConnShared {
-            site: Site {
-                root: config.content_root.clone(),
-                cors: config.cors.clone(),
-            },
+            site,
             limits: limits.clone(),
             metrics: metrics.clone(),
         },
@@ -380,7 +380,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
                 serve_tls(stream, &ctx2).await
             } else {
                 metrics.accepted_http.inc();
-                let mut t = PlainTransport::new(stream, ctx2.conn.limits.send_timeout);
+                let mut t = PlainTransport::new(stream, &ctx2.conn.limits);
                 Some(conn::serve(&mut t, &ctx2.conn, &ctx2.shutdown).await)
             };
             if let Some(r) = reason {
@@ -398,13 +398,44 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
+/// A fatal `no_application_protocol` alert in a plaintext record (RFC 7301 3.2): what
+/// a client that offers ALPN but not `http/1.1` gets before any ServerHello.
+const NO_APPLICATION_PROTOCOL_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 120];
+
+/// The TLS handshake. The ClientHello is read first so that a client offering only
+/// ALPN protocols we do not speak gets a `no_application_protocol` alert (rustls
+/// would queue it inside an unfinished TLS 1.3 flight, and the client would see a
+/// bare close).
+async fn handshake(
+    io: ktls::CorkStream<TcpStream>,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<RustlsStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+    let speaks_ours = start
+        .client_hello()
+        .alpn()
+        .map(|mut offered| offered.any(|p| config.alpn_protocols.iter().any(|o| o == p)));
+    if speaks_ours == Some(false) {
+        let mut io = start.io;
+        let _ = io.write_all(&NO_APPLICATION_PROTOCOL_ALERT).await;
+        let _ = io.shutdown().await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no application protocol in common (ALPN)",
+        ));
+    }
+    start.into_stream(config).await
+}
+
 /// Handshake, the offload decision, then the request loop. `None` when the
 /// connection never got to HTTP (failed handshake or hand-over).
 async fn serve_tls(stream: TcpStream, ctx: &ServerCtx) -> Option<CloseReason> {
     let metrics = &ctx.conn.metrics;
     let limits = &ctx.conn.limits;
-    let accept = ctx.acceptor.accept(ktls::CorkStream::new(stream));
-    let mut tls = match tokio::time::timeout(limits.tls_handshake_timeout, accept).await {
+    let accept = handshake(ktls::CorkStream::new(stream), ctx.acceptor.config().clone());
+    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             metrics.handshake_failed_error.inc();
@@ -428,33 +459,30 @@ async fn serve_tls(stream: TcpStream, ctx: &ServerCtx) -> Option<CloseReason> {
     if ctx.ktls.any() && !offload {
         metrics.ktls_setup_failed(KtlsSetupFailure::UnsupportedCipher);
     }
-    if !offload {
-        metrics.tls_userspace.inc();
-        let mut t = RustlsTransport::new(tls, ctx.pool.clone(), limits.send_timeout);
-        return Some(conn::serve(&mut t, &ctx.conn, &ctx.shutdown).await);
-    }
-    // Flush what rustls still holds (TLS 1.3 NewSessionTickets) before the kernel
-    // takes over the record sequence.
-    if let Err(e) = tokio::time::timeout(limits.send_timeout, tls.flush())
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-    {
-        metrics.ktls_setup_failed(KtlsSetupFailure::Flush);
-        tracing::debug!(error = %e, "flushing before kTLS hand-over failed");
-        return None;
-    }
-    match ktls::config_ktls_server(tls).await {
-        Ok(k) => {
-            metrics.tls_ktls.inc();
-            let (drained, stream) = k.into_raw();
-            let mut t =
-                KtlsTransport::new(stream, drained, limits.send_timeout, ctx.ktls_max_bytes);
-            Some(conn::serve_ktls(&mut t, &ctx.conn, &ctx.shutdown).await)
+    let tls = if offload {
+        match offload::hand_over(tls, limits.send_timeout, limits.header_read_timeout).await {
+            Handover::Offloaded { stream, drained } => {
+                metrics.tls_ktls.inc();
+                let mut t = KtlsTransport::new(stream, drained, limits, ctx.ktls_max_bytes);
+                return Some(conn::serve_ktls(&mut t, &ctx.conn, &ctx.shutdown).await);
+            }
+            Handover::Declined { tls, error } => {
+                metrics.ktls_setup_failed(KtlsSetupFailure::UlpRefused);
+                tracing::debug!(%error, "kernel refused the TLS ULP; serving in userspace");
+                *tls
+            }
+            Handover::Lost { failure, error } => {
+                metrics.ktls_setup_failed(failure);
+                if crate::metrics::KTLS_HANDOVER_LOG.allow() {
+                    tracing::warn!(%error, "kTLS hand-over failed; connection lost (rate-limited)");
+                }
+                return None;
+            }
         }
-        Err(e) => {
-            metrics.ktls_setup_failed(KtlsSetupFailure::Setup);
-            tracing::warn!(error = %e, "kTLS hand-over failed; connection lost");
-            None
-        }
-    }
+    } else {
+        tls
+    };
+    metrics.tls_userspace.inc();
+    let mut t = RustlsTransport::new(tls, ctx.pool.clone(), limits);
+    Some(conn::serve(&mut t, &ctx.conn, &ctx.shutdown).await)
 }

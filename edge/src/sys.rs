@@ -2,15 +2,17 @@
 //!
 //! It owns thin, non-blocking wrappers over `sendfile(2)`, `send(2)` with `MSG_MORE`,
 //! `recvmsg(2)` on a kTLS socket (record types arrive as control messages), the kTLS
-//! `close_notify` alert, and the `TCP_ULP`/`SOL_TLS` socket options the start-up probe
-//! sets. Every function here is a single syscall with its result mapped to
+//! `close_notify` alert, the `TCP_ULP`/`SOL_TLS` socket options of the probe and the
+//! hand-over, and `openat2(2)` + `fcntl(2)` for opening request paths beneath the
+//! content root without blocking. Every function here is a single syscall with its result mapped to
 //! `io::Result`; readiness, retries and timeouts are the caller's business (the
 //! sockets are non-blocking and registered with tokio). Every `unsafe` block carries a
 //! `SAFETY:` comment.
 #![allow(unsafe_code)]
 
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// TLS record content type of application data.
 pub const RECORD_APPLICATION_DATA: u8 = 23;
@@ -184,6 +186,82 @@ pub fn set_ktls_crypto<T: KtlsCryptoInfo>(
         )
     };
     cvt(ret as isize).map(|_| ())
+}
+
+/// How [`open_beneath`] resolves a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// Stay beneath the directory and follow no symlink at all (`RESOLVE_BENEATH |
+    /// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`).
+    BeneathNoSymlinks,
+    /// Follow symlinks wherever they lead, but no `/proc` magic links
+    /// (`RESOLVE_NO_MAGICLINKS`); the caller checks where the result lies if it cares.
+    FollowSymlinks,
+}
+
+/// Opens `path` (relative, NUL-terminated) under the directory `dir_fd` read-only,
+/// with `O_NONBLOCK` (so a FIFO or device cannot block the caller), `O_NOCTTY` and
+/// `O_CLOEXEC`, resolving it as `resolve` says (`openat2(2)`, Linux 5.6+). A path
+/// that would leave `dir_fd` fails with `EXDEV`, a refused symlink with `ELOOP`.
+pub fn open_beneath(dir_fd: BorrowedFd<'_>, path: &CStr, resolve: Resolve) -> io::Result<OwnedFd> {
+    // SAFETY: an all-zero open_how is valid (no flags, no mode, no resolve flags);
+    // the struct is non_exhaustive in libc, so it cannot be built with a literal.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC) as u64;
+    how.resolve = match resolve {
+        Resolve::BeneathNoSymlinks => {
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS
+        }
+        Resolve::FollowSymlinks => libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is a valid NUL-terminated string and `how` a live open_how of the
+    // size passed; the kernel only reads both. `dir_fd` is a live descriptor.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir_fd.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let fd = cvt(ret as isize)? as RawFd;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Clears `O_NONBLOCK` on `fd` (a regular file opened by [`open_beneath`], so that
+/// `sendfile` and `pread` on it behave as on any file).
+pub fn clear_nonblock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a live descriptor read and set its status flags only.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) } as isize)? as i32;
+    if flags & libc::O_NONBLOCK != 0 {
+        let cleared = flags & !libc::O_NONBLOCK;
+        // SAFETY: as above.
+        let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, cleared) };
+        cvt(ret as isize)?;
+    }
+    Ok(())
+}
+
+/// The path `fd` refers to, read from `/proc/self/fd/N` into `out` (no allocation);
+/// returns the length written. Used to check that a followed symlink stayed inside
+/// the content root.
+pub fn fd_path(fd: BorrowedFd<'_>, out: &mut [u8]) -> io::Result<usize> {
+    let mut link = [0u8; 32];
+    let mut cursor = std::io::Cursor::new(&mut link[..]);
+    std::io::Write::write_fmt(
+        &mut cursor,
+        format_args!("/proc/self/fd/{}\0", fd.as_raw_fd()),
+    )?;
+    // SAFETY: `link` holds a NUL-terminated path written just above; `out` is a
+    // writable buffer of `out.len()` bytes; readlink writes at most that many.
+    let n =
+        cvt(unsafe { libc::readlink(link.as_ptr().cast(), out.as_mut_ptr().cast(), out.len()) })?;
+    if n == out.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    Ok(n)
 }
 
 mod sealed {

@@ -41,6 +41,43 @@ pub enum TlsError {
     /// Certificate generation failed.
     #[error("generating a self-signed certificate: {0}")]
     Generate(String),
+    /// `tls.cipher_suites` leaves no suite the certificate's key can sign for.
+    #[error(
+        "tls.cipher_suites: no suite listed can be used with the certificate's {algorithm} key: \
+         every handshake would fail; add a TLS 1.3 suite or a TLS 1.2 suite for {algorithm}"
+    )]
+    SuitesUnusable {
+        /// The key's signature algorithm.
+        algorithm: String,
+    },
+}
+
+/// Whether `suites` (`None`: all of the provider's) hold at least one suite a key
+/// signing with `alg` can use: any TLS 1.3 suite, or a TLS 1.2 suite for `alg`.
+pub fn suites_usable_with(
+    suites: Option<&[rustls::CipherSuite]>,
+    alg: rustls::SignatureAlgorithm,
+) -> bool {
+    rustls::crypto::ring::default_provider()
+        .cipher_suites
+        .iter()
+        .filter(|s| suites.is_none_or(|wanted| wanted.contains(&s.suite())))
+        .any(|s| s.usable_for_signature_algorithm(alg))
+}
+
+/// Checks that `suites` leave at least one suite `key` can sign for.
+pub fn check_suites_for_key(
+    key: &PrivateKeyDer<'_>,
+    suites: Option<&[rustls::CipherSuite]>,
+) -> Result<(), TlsError> {
+    let algorithm = rustls::crypto::ring::sign::any_supported_type(key)?.algorithm();
+    if suites_usable_with(suites, algorithm) {
+        Ok(())
+    } else {
+        Err(TlsError::SuitesUnusable {
+            algorithm: format!("{algorithm:?}"),
+        })
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
@@ -139,6 +176,7 @@ pub fn server_config(
     allow_secret_extraction: bool,
     cipher_suites: Option<&[rustls::CipherSuite]>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    check_suites_for_key(&key, cipher_suites)?;
     let mut provider = rustls::crypto::ring::default_provider();
     if let Some(wanted) = cipher_suites {
         provider

@@ -2,8 +2,9 @@
 //! plain TCP (`sendfile`), kernel TLS (`sendfile` on a kTLS socket, records read with
 //! `recvmsg`), and userspace TLS (rustls; bodies `pread` into a pooled buffer).
 //!
-//! Writes never wait forever: each wait for socket progress is bounded by the send
-//! timeout, so a client that stops reading is cut off (`TimedOut`).
+//! Writes never wait forever, and a slow reader cannot hold a response open: see
+//! [`Pace`]. A write that misses its deadline fails with `TimedOut` and the
+//! connection is dropped.
 
 use std::fs::File;
 use std::io;
@@ -14,9 +15,68 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 
+use crate::config::Limits;
 use crate::sys;
+
+/// The send deadlines of one response (`limits.send_timeout_secs`,
+/// `limits.min_send_rate_bytes_per_sec`):
+/// - every wait for the socket to take more bytes ends after `send_timeout`;
+/// - after a head start of `send_timeout`, the bytes sent must keep up with
+///   `min_rate`: byte `n` of the response must be sent by
+///   `start + send_timeout + n / min_rate`.
+///
+/// So a response of `len` bytes is done by `start + send_timeout + len / min_rate` or
+/// the connection is cut, whatever the client's reading pattern; what a slow reader
+/// pins (its descriptor, its file, a pooled buffer) is bounded by that time.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    send_timeout: Duration,
+    min_rate: u64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pace {
+    /// The limits' pace; [`Pace::begin`] starts each response.
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            send_timeout: limits.send_timeout,
+            min_rate: limits.min_send_rate,
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    /// A response starts now.
+    pub fn begin(&mut self) {
+        self.start = Instant::now();
+        self.sent = 0;
+    }
+
+    /// `n` more bytes of the response left.
+    pub fn sent(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    /// When the current wait must end.
+    pub fn deadline(&self) -> Instant {
+        let per_wait = Instant::now() + self.send_timeout;
+        if self.min_rate == 0 {
+            return per_wait;
+        }
+        let owed = Duration::from_secs_f64(self.sent as f64 / self.min_rate as f64);
+        per_wait.min(self.start + self.send_timeout + owed)
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "send deadline passed (slow reader)",
+    )
+}
 
 /// How a response body left the process; a metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +130,9 @@ pub trait Transport {
         buf: &mut [u8],
     ) -> impl std::future::Future<Output = io::Result<usize>> + Send;
 
-    /// Sends a response head (and any short static body appended to it). `more`
-    /// says a file body follows: the head is held back to share packets with it.
+    /// Starts a response: sends its head (and any short static body appended to it);
+    /// the response's send deadlines ([`Pace`]) start here. `more` says a file body
+    /// follows: the head is held back to share packets (and TLS records) with it.
     fn write_head(
         &mut self,
         head: &[u8],
@@ -103,15 +164,18 @@ async fn send_all(
     stream: &TcpStream,
     mut buf: &[u8],
     more: bool,
-    send_timeout: Duration,
+    pace: &mut Pace,
 ) -> io::Result<()> {
     let fd = stream.as_raw_fd();
     while !buf.is_empty() {
-        timeout(send_timeout, stream.writable())
+        timeout_at(pace.deadline(), stream.writable())
             .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            .map_err(|_| timed_out())??;
         match stream.try_io(Interest::WRITABLE, || sys::send(fd, buf, more)) {
-            Ok(n) => buf = &buf[n..],
+            Ok(n) => {
+                pace.sent(n as u64);
+                buf = &buf[n..];
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -129,16 +193,16 @@ async fn sendfile_all(
     file: &File,
     offset: u64,
     len: u64,
-    send_timeout: Duration,
+    pace: &mut Pace,
 ) -> io::Result<()> {
     let fd = stream.as_raw_fd();
     let file_fd = file.as_raw_fd();
     let mut off = offset;
     let end = offset + len;
     while off < end {
-        timeout(send_timeout, stream.writable())
+        timeout_at(pace.deadline(), stream.writable())
             .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            .map_err(|_| timed_out())??;
         let want = (end - off).min(SENDFILE_CHUNK) as usize;
         match stream.try_io(Interest::WRITABLE, || {
             sys::sendfile(fd, file_fd, &mut off, want)
@@ -149,7 +213,7 @@ async fn sendfile_all(
                     "file shorter than its length",
                 ))
             }
-            Ok(_) => {}
+            Ok(n) => pace.sent(n as u64),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -161,15 +225,15 @@ async fn sendfile_all(
 /// Plain TCP.
 pub struct PlainTransport {
     stream: TcpStream,
-    send_timeout: Duration,
+    pace: Pace,
 }
 
 impl PlainTransport {
     /// Wraps an accepted stream.
-    pub fn new(stream: TcpStream, send_timeout: Duration) -> Self {
+    pub fn new(stream: TcpStream, limits: &Limits) -> Self {
         Self {
             stream,
-            send_timeout,
+            pace: Pace::new(limits),
         }
     }
 }
@@ -179,10 +243,11 @@ impl Transport for PlainTransport {
         self.stream.read(buf).await
     }
     async fn write_head(&mut self, head: &[u8], more: bool) -> io::Result<()> {
-        send_all(&self.stream, head, more, self.send_timeout).await
+        self.pace.begin();
+        send_all(&self.stream, head, more, &mut self.pace).await
     }
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        sendfile_all(&self.stream, file, offset, len, self.send_timeout).await
+        sendfile_all(&self.stream, file, offset, len, &mut self.pace).await
     }
     async fn close(&mut self) {
         let _ = self.stream.shutdown().await;
@@ -197,7 +262,7 @@ pub struct KtlsTransport {
     stream: TcpStream,
     /// Plaintext rustls had already decrypted when the socket was handed over.
     drained: Option<(Vec<u8>, usize)>,
-    send_timeout: Duration,
+    pace: Pace,
     budget: u64,
     /// Set when the peer sent a non-data record; the next read reports it.
     pub control: Option<KtlsControl>,
@@ -208,13 +273,13 @@ impl KtlsTransport {
     pub fn new(
         stream: TcpStream,
         drained: Option<Vec<u8>>,
-        send_timeout: Duration,
+        limits: &Limits,
         max_bytes: u64,
     ) -> Self {
         Self {
             stream,
             drained: drained.map(|d| (d, 0)),
-            send_timeout,
+            pace: Pace::new(limits),
             budget: max_bytes,
             control: None,
         }
@@ -261,10 +326,11 @@ impl Transport for KtlsTransport {
         }
     }
     async fn write_head(&mut self, head: &[u8], more: bool) -> io::Result<()> {
-        send_all(&self.stream, head, more, self.send_timeout).await
+        self.pace.begin();
+        send_all(&self.stream, head, more, &mut self.pace).await
     }
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        sendfile_all(&self.stream, file, offset, len, self.send_timeout).await?;
+        sendfile_all(&self.stream, file, offset, len, &mut self.pace).await?;
         self.budget = self.budget.saturating_sub(len);
         Ok(())
     }
@@ -296,32 +362,41 @@ pub type RustlsStream = tokio_rustls::server::TlsStream<ktls::CorkStream<TcpStre
 
 /// TLS in userspace with rustls. A body buffer is taken from the pool for one
 /// response and returned after it, so idle keep-alive connections hold none.
+///
+/// A head followed by a file body is held back and sent in the same write as the
+/// body's first chunk, so a small response (a playlist, an init segment) leaves in
+/// one TLS record instead of two.
 pub struct RustlsTransport {
     stream: RustlsStream,
     pool: Arc<BufferPool>,
-    send_timeout: Duration,
+    pace: Pace,
+    /// A head written with `more`, waiting for its body.
+    held_head: Vec<u8>,
 }
 
 impl RustlsTransport {
     /// Wraps a completed rustls stream.
-    pub fn new(stream: RustlsStream, pool: Arc<BufferPool>, send_timeout: Duration) -> Self {
+    pub fn new(stream: RustlsStream, pool: Arc<BufferPool>, limits: &Limits) -> Self {
         Self {
             stream,
             pool,
-            send_timeout,
+            pace: Pace::new(limits),
+            held_head: Vec::new(),
         }
     }
 
     async fn write_timed(&mut self, data: &[u8]) -> io::Result<()> {
-        timeout(self.send_timeout, self.stream.write_all(data))
+        timeout_at(self.pace.deadline(), self.stream.write_all(data))
             .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+            .map_err(|_| timed_out())??;
+        self.pace.sent(data.len() as u64);
+        Ok(())
     }
 
     async fn flush_timed(&mut self) -> io::Result<()> {
-        timeout(self.send_timeout, self.stream.flush())
+        timeout_at(self.pace.deadline(), self.stream.flush())
             .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+            .map_err(|_| timed_out())?
     }
 }
 
@@ -334,28 +409,48 @@ impl Transport for RustlsTransport {
         }
     }
     async fn write_head(&mut self, head: &[u8], more: bool) -> io::Result<()> {
-        self.write_timed(head).await?;
-        if !more {
-            self.flush_timed().await?;
+        self.pace.begin();
+        if more {
+            self.held_head.clear();
+            self.held_head.extend_from_slice(head);
+            return Ok(());
         }
-        Ok(())
+        self.write_timed(head).await?;
+        self.flush_timed().await
     }
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
         let mut buf = self.pool.get();
         let mut off = offset;
         let end = offset + len;
         let result = async {
+            // The first chunk carries the held head in front of the body.
+            let mut head_len = self.held_head.len().min(buf.len() / 2);
+            if head_len < self.held_head.len() {
+                // A head larger than half the buffer goes on its own.
+                let head = std::mem::take(&mut self.held_head);
+                let r = self.write_timed(&head).await;
+                self.held_head = head;
+                r?;
+                head_len = 0;
+            } else {
+                buf[..head_len].copy_from_slice(&self.held_head);
+            }
+            self.held_head.clear();
             while off < end {
-                let want = ((end - off) as usize).min(buf.len());
-                let n = file.read_at(&mut buf[..want], off)?;
+                let want = ((end - off) as usize).min(buf.len() - head_len);
+                let n = file.read_at(&mut buf[head_len..head_len + want], off)?;
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "file shorter than its length",
                     ));
                 }
-                self.write_timed(&buf[..n]).await?;
+                self.write_timed(&buf[..head_len + n]).await?;
                 off += n as u64;
+                head_len = 0;
+            }
+            if head_len > 0 {
+                self.write_timed(&buf[..head_len]).await?;
             }
             self.flush_timed().await
         }

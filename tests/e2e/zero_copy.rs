@@ -51,7 +51,7 @@ async fn plain_http_body_leaves_through_sendfile_only() {
     let config = write_binary_config(dir.path(), &root, "");
     let log = dir.path().join("strace.log");
     let mut child = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=openat,read,pread64,readv,preadv,preadv2,sendfile,write,writev,sendto,sendmsg,splice", "-o"])
+        .args(["-f", "-qq", "-e", "trace=openat,openat2,read,pread64,readv,preadv,preadv2,sendfile,write,writev,sendto,sendmsg,splice", "-o"])
         .arg(&log)
         .arg(edge_bin())
         .args(["serve", "--config"])
@@ -87,7 +87,7 @@ async fn plain_http_body_leaves_through_sendfile_only() {
             continue;
         };
         match call.name {
-            "openat" if call.args.contains("big.bin") => file_fd = Some(call.ret),
+            "openat" | "openat2" if call.args.contains("big.bin") => file_fd = Some(call.ret),
             _ if file_fd.is_none() => {}
             "read" | "pread64" | "readv" | "preadv" | "preadv2" => {
                 let fd: i64 = call.args.split(',').next().unwrap().trim().parse().unwrap();

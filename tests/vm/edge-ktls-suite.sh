@@ -83,7 +83,7 @@ max_requests_per_connection = 100000
 EOF
     if [ "${2:-}" = strace ]; then
         strace -f -qq -o "$S/strace.log" \
-            -e trace=openat,close,accept4,read,pread64,readv,preadv,preadv2,sendfile,write,writev,sendto,sendmsg,setsockopt \
+            -e trace=openat,openat2,close,accept4,read,pread64,readv,preadv,preadv2,sendfile,write,writev,sendto,sendmsg,setsockopt \
             "$EDGE" serve --config "$S/edge.toml" > "$S/stdout" 2> "$S/stderr" &
     else
         "$EDGE" serve --config "$S/edge.toml" > "$S/stdout" 2> "$S/stderr" &

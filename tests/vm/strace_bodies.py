@@ -32,7 +32,8 @@ for line in open(log, errors="replace"):
     _pid, name, args, ret = m.group(1), m.group(2), m.group(3), int(m.group(4))
     fd = args.split(",", 1)[0].strip()
     fd = int(fd) if fd.lstrip("-").isdigit() else None
-    if name == "openat" and "/tmp/www/" in args and ret >= 0:
+    # edge opens content with openat2 relative to its root descriptor.
+    if ((name == "openat" and "/tmp/www/" in args) or name == "openat2") and ret >= 0:
         content_fds.add(ret)
     elif name == "accept4" and ret >= 0:
         accepted.add(ret)

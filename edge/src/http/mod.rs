@@ -36,6 +36,28 @@ pub enum HttpError {
     /// HTTP/1.1 without `Host`.
     #[error("missing host header")]
     MissingHost,
+    /// A `Host` (or absolute-form authority) that is not a valid host[:port]: spaces,
+    /// a path, userinfo, an empty value.
+    #[error("invalid host")]
+    BadHost,
+    /// The request line did not end within the limits (framing error, 414).
+    #[error("request line too long")]
+    RequestLineTooLong,
+    /// A complete head whose target exceeds `limits.max_request_target_bytes` (414).
+    #[error("request target too long")]
+    TargetTooLong,
+    /// An HTTP major version other than 1 (505, framing error).
+    #[error("http version not supported")]
+    VersionNotSupported,
+    /// The file exists but the server may not read it (EACCES, EPERM).
+    #[error("forbidden")]
+    Forbidden,
+    /// `If-Match` or `If-Unmodified-Since` evaluated to false (412).
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The server is out of descriptors or memory for this request (503).
+    #[error("service unavailable")]
+    Unavailable,
     /// The target is not a path we accept (bad escape, NUL, backslash, escapes the root).
     #[error("bad request path")]
     BadPath,
@@ -64,14 +86,19 @@ impl HttpError {
             | Self::BadContentLength
             | Self::UnsupportedTransferEncoding
             | Self::MissingHost
+            | Self::BadHost
             | Self::BadPath => 400,
-            Self::OriginNotAllowed => 403,
+            Self::OriginNotAllowed | Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::PreconditionFailed => 412,
             Self::BodyTooLarge => 413,
+            Self::RequestLineTooLong | Self::TargetTooLong => 414,
             Self::RangeNotSatisfiable => 416,
             Self::HeadTooLarge | Self::TooManyHeaders => 431,
             Self::Internal => 500,
+            Self::Unavailable => 503,
+            Self::VersionNotSupported => 505,
         }
     }
 
@@ -87,6 +114,9 @@ impl HttpError {
                 | Self::BadContentLength
                 | Self::UnsupportedTransferEncoding
                 | Self::BodyTooLarge
+                | Self::RequestLineTooLong
+                | Self::VersionNotSupported
+                | Self::Unavailable
                 | Self::Internal
         )
     }
@@ -100,6 +130,12 @@ impl HttpError {
             Self::UnsupportedTransferEncoding => b"transfer-encoding not supported\n",
             Self::BodyTooLarge => b"request body too large\n",
             Self::MissingHost => b"missing host header\n",
+            Self::BadHost => b"invalid host\n",
+            Self::RequestLineTooLong | Self::TargetTooLong => b"request target too long\n",
+            Self::VersionNotSupported => b"http version not supported\n",
+            Self::Forbidden => b"forbidden\n",
+            Self::PreconditionFailed => b"precondition failed\n",
+            Self::Unavailable => b"service unavailable\n",
             Self::BadPath => b"bad request path\n",
             Self::NotFound => b"not found\n",
             Self::MethodNotAllowed => b"method not allowed\n",
@@ -113,6 +149,7 @@ impl HttpError {
 /// The reason phrase of a status we send.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         200 => "OK",
         204 => "No Content",
         206 => "Partial Content",
@@ -121,12 +158,15 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        412 => "Precondition Failed",
+        414 => "URI Too Long",
         408 => "Request Timeout",
         413 => "Content Too Large",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
 }

@@ -89,18 +89,35 @@ pub fn normalise(target: &[u8], out: &mut String) -> Result<(), HttpError> {
     Ok(())
 }
 
-/// `http://host[:port]/path` → `/path` (an authority with no path → `/`).
-fn strip_absolute_form(target: &[u8]) -> &[u8] {
+/// The authority of an absolute-form target (`http://AUTHORITY/path`), if it is one.
+/// The caller checks it with [`super::request::valid_authority`] (userinfo, an empty
+/// host and stray characters are refused there).
+pub fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
     let rest = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
         &target[7..]
     } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case(b"https://") {
         &target[8..]
     } else {
+        return None;
+    };
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?' || b == b'#')
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// `http://host[:port]/path` → `/path` (an authority with no path → `/`).
+fn strip_absolute_form(target: &[u8]) -> &[u8] {
+    let Some(authority) = absolute_form_authority(target) else {
         return target;
     };
-    match rest.iter().position(|&b| b == b'/' || b == b'?') {
-        Some(i) if rest[i] == b'/' => &rest[i..],
-        _ => b"/",
+    let scheme_len = if target[4] == b':' { 7 } else { 8 };
+    let rest = &target[scheme_len + authority.len()..];
+    if rest.first() == Some(&b'/') {
+        rest
+    } else {
+        b"/"
     }
 }
 

@@ -36,26 +36,27 @@ pub fn evaluate(value: &[u8], len: u64) -> RangeOutcome {
         return RangeOutcome::Unsatisfiable;
     };
     let (first, last) = (first.trim_ascii(), last.trim_ascii());
-    let num = super::request::parse_decimal;
     match (first.is_empty(), last.is_empty()) {
-        // bytes=-N: the last N bytes.
-        (true, false) => match num(last) {
-            Some(n) if n > 0 && len > 0 => RangeOutcome::Partial {
+        // bytes=-N: the last N bytes (all of them when N exceeds the length). On an
+        // empty representation any non-zero suffix is the whole, empty, body (200).
+        (true, false) => match position(last) {
+            Some(n) if n > 0 && len == 0 => RangeOutcome::Full,
+            Some(n) if n > 0 => RangeOutcome::Partial {
                 start: len.saturating_sub(n),
                 end: len - 1,
             },
             _ => RangeOutcome::Unsatisfiable,
         },
         // bytes=A-
-        (false, true) => match num(first) {
+        (false, true) => match position(first) {
             Some(a) if a < len => RangeOutcome::Partial {
                 start: a,
                 end: len - 1,
             },
             _ => RangeOutcome::Unsatisfiable,
         },
-        // bytes=A-B
-        (false, false) => match (num(first), num(last)) {
+        // bytes=A-B; a B beyond the end (even beyond u64) means "to the end".
+        (false, false) => match (position(first), position(last)) {
             (Some(a), Some(b)) if a <= b && a < len => RangeOutcome::Partial {
                 start: a,
                 end: b.min(len - 1),
@@ -64,6 +65,17 @@ pub fn evaluate(value: &[u8], len: u64) -> RangeOutcome {
         },
         (true, true) => RangeOutcome::Unsatisfiable,
     }
+}
+
+/// A byte position: ASCII digits, leading zeros allowed, any length; a value beyond
+/// `u64` saturates to `u64::MAX` (it lies past the end of any representation).
+fn position(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0u64, |v, &b| {
+        v.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
 }
 
 fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
@@ -102,11 +114,31 @@ mod tests {
             "bytes",
             "garbage",
             "bytes=18446744073709551616-",
+            "bytes=99999999999999999999999-",
         ] {
             assert_eq!(evaluate(v.as_bytes(), 100), Unsatisfiable, "{v}");
         }
-        assert_eq!(evaluate(b"bytes=-5", 0), Unsatisfiable);
         assert_eq!(evaluate(b"bytes=0-", 0), Unsatisfiable);
+        assert_eq!(evaluate(b"bytes=-0", 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn leading_zeros_huge_ends_and_empty_suffixes() {
+        assert_eq!(evaluate(b"bytes=0001-2", 100), Partial { start: 1, end: 2 });
+        assert_eq!(
+            evaluate(b"bytes=000000000000000000000001-0002", 100),
+            Partial { start: 1, end: 2 }
+        );
+        assert_eq!(
+            evaluate(b"bytes=0-99999999999999999999999", 100),
+            Partial { start: 0, end: 99 }
+        );
+        assert_eq!(
+            evaluate(b"bytes=-99999999999999999999999", 100),
+            Partial { start: 0, end: 99 }
+        );
+        // A suffix range on an empty representation: the whole (empty) body.
+        assert_eq!(evaluate(b"bytes=-5", 0), Full);
     }
 
     #[test]

@@ -29,20 +29,28 @@ pub enum Method {
 pub struct RequestHead {
     /// The method.
     pub method: Option<Method>,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1 (and for 1.2..1.9, which are served as 1.1).
     pub minor_version: u8,
     /// The request target as sent (origin-form path and query, or `*`).
     pub target: Span,
     /// `Host`.
     pub host: Option<Span>,
-    /// `Range`.
+    /// `Range` (`None` when absent or sent more than once: both are then ignored).
     pub range: Option<Span>,
     /// `If-None-Match`.
     pub if_none_match: Option<Span>,
     /// `If-Modified-Since`.
     pub if_modified_since: Option<Span>,
+    /// `If-Match`.
+    pub if_match: Option<Span>,
+    /// `If-Unmodified-Since`.
+    pub if_unmodified_since: Option<Span>,
     /// `If-Range`.
     pub if_range: Option<Span>,
+    /// `Expect: 100-continue` was sent.
+    pub expect_continue: bool,
+    /// The target is longer than `limits.max_request_target_bytes` (answered 414).
+    pub target_too_long: bool,
     /// `Origin`.
     pub origin: Option<Span>,
     /// `Access-Control-Request-Method`.
@@ -77,35 +85,138 @@ impl RequestHead {
 /// Upper bound for `limits.max_headers`; the parser's header array lives on the stack.
 pub const MAX_HEADERS_CEILING: usize = 1024;
 
-/// Parses the head at the start of `buf`.
-///
-/// Returns `Ok(None)` when the head is incomplete (read more, unless `buf` already
-/// holds `max_head_bytes`: then it is [`HttpError::HeadTooLarge`]). Errors are
-/// framing errors: the caller answers them and closes the connection.
+/// The limits a request head is parsed under (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Most header lines (`limits.max_headers`); more is 431.
+    pub max_headers: usize,
+    /// Largest head in bytes (`limits.max_head_bytes`); larger is 431, or 414 when the
+    /// request line alone does not end within it.
+    pub max_head_bytes: usize,
+    /// Longest request target (`limits.max_request_target_bytes`); longer is 414.
+    pub max_target_bytes: usize,
+}
+
+/// Parses the head at the start of `buf` with `max_target_bytes = max_head_bytes`
+/// (tests and fuzzing; the server uses [`parse`]).
 pub fn parse_head(
     buf: &[u8],
     max_headers: usize,
     max_head_bytes: usize,
 ) -> Result<Option<RequestHead>, HttpError> {
+    parse(
+        buf,
+        &HeadLimits {
+            max_headers,
+            max_head_bytes,
+            max_target_bytes: max_head_bytes,
+        },
+    )
+}
+
+/// Parses the head at the start of `buf`.
+///
+/// Returns `Ok(None)` when the head is incomplete (read more, unless `buf` already
+/// holds `max_head_bytes`: then it is [`HttpError::HeadTooLarge`], or
+/// [`HttpError::RequestLineTooLong`] when not even the request line has ended).
+/// Errors for which [`HttpError::closes`] is true are framing errors: the caller
+/// answers them and closes the connection. `HTTP/1.2`..`HTTP/1.9` are read as 1.1;
+/// any other major version is [`HttpError::VersionNotSupported`] (505).
+pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, HttpError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
-    let headers = &mut storage[..max_headers.min(MAX_HEADERS_CEILING)];
+    let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
     let mut req = httparse::Request::new(headers);
-    let status = match req.parse(buf) {
-        Ok(s) => s,
+    let parsed = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => Some((
+            req.method.unwrap_or(""),
+            req.path.unwrap_or("").as_bytes(),
+            req.version.unwrap_or(1),
+            n,
+            &*req.headers,
+        )),
+        Ok(httparse::Status::Partial) => None,
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+        Err(httparse::Error::Version) => {
+            // httparse knows HTTP/1.0 and 1.1 only; a later 1.x minor is served as
+            // 1.1 (RFC 9110 2.5), another major gets 505.
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+            let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
+            return parse_later_minor(buf, limits, headers);
+        }
+        Err(_) => return Err(HttpError::MalformedHead),
+    };
+    finish(buf, limits, parsed)
+}
+
+/// The request-line + headers of a head whose version httparse refused.
+type Parsed<'b, 'h> = (&'b str, &'b [u8], u8, usize, &'h [httparse::Header<'b>]);
+
+fn parse_later_minor<'b>(
+    buf: &'b [u8],
+    limits: &HeadLimits,
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Option<RequestHead>, HttpError> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        return finish(buf, limits, None);
+    };
+    let line = buf[..nl]
+        .strip_suffix(b"\r")
+        .ok_or(HttpError::MalformedHead)?;
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HttpError::MalformedHead);
+    };
+    let v = version
+        .strip_prefix(b"HTTP/")
+        .filter(|v| v.len() == 3 && v[0].is_ascii_digit() && v[1] == b'.' && v[2].is_ascii_digit())
+        .ok_or(HttpError::MalformedHead)?;
+    if v[0] != b'1' {
+        return Err(HttpError::VersionNotSupported);
+    }
+    let method = std::str::from_utf8(method).map_err(|_| HttpError::MalformedHead)?;
+    if method.is_empty()
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+        || target.is_empty()
+        || !target.iter().all(|&b| b.is_ascii_graphic())
+    {
+        return Err(HttpError::MalformedHead);
+    }
+    let parsed = match httparse::parse_headers(&buf[nl + 1..], headers) {
+        Ok(httparse::Status::Complete((n, hs))) => Some((method, target, 1, nl + 1 + n, hs)),
+        Ok(httparse::Status::Partial) => None,
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
         Err(_) => return Err(HttpError::MalformedHead),
     };
-    let head_len = match status {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => {
-            return if buf.len() >= max_head_bytes {
-                Err(HttpError::HeadTooLarge)
-            } else {
-                Ok(None)
-            };
+    finish(buf, limits, parsed)
+}
+
+fn finish(
+    buf: &[u8],
+    limits: &HeadLimits,
+    parsed: Option<Parsed<'_, '_>>,
+) -> Result<Option<RequestHead>, HttpError> {
+    let Some((method, target, minor_version, head_len, headers)) = parsed else {
+        // Incomplete. A request line that has not ended within the target limit (plus
+        // room for method and version) or within the head limit is 414.
+        let line_open = !buf.contains(&b'\n');
+        if line_open && buf.len() > limits.max_target_bytes.saturating_add(32) {
+            return Err(HttpError::RequestLineTooLong);
         }
+        return if buf.len() >= limits.max_head_bytes {
+            Err(if line_open {
+                HttpError::RequestLineTooLong
+            } else {
+                HttpError::HeadTooLarge
+            })
+        } else {
+            Ok(None)
+        };
     };
-    if head_len > max_head_bytes {
+    if head_len > limits.max_head_bytes {
         return Err(HttpError::HeadTooLarge);
     }
     let base = buf.as_ptr() as usize;
@@ -113,7 +224,7 @@ pub fn parse_head(
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
-    let method = match req.method.unwrap_or("") {
+    let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "OPTIONS" => Method::Options,
@@ -121,13 +232,17 @@ pub fn parse_head(
     };
     let mut head = RequestHead {
         method: Some(method),
-        minor_version: req.version.unwrap_or(1),
-        target: span(req.path.unwrap_or("").as_bytes()),
+        minor_version,
+        target: span(target),
         head_len,
         ..RequestHead::default()
     };
+    // A whole head with a long target is answered 414 on a connection that stays
+    // usable (the framing is sound): the handler reads this flag.
+    head.target_too_long = target.len() > limits.max_target_bytes;
     let mut content_length: Option<u64> = None;
-    for h in req.headers.iter() {
+    let mut ranges = 0u32;
+    for h in headers {
         let name = h.name;
         let value = h.value;
         if name.eq_ignore_ascii_case("host") {
@@ -136,11 +251,16 @@ pub fn parse_head(
             }
             head.host = Some(span(value));
         } else if name.eq_ignore_ascii_case("range") {
+            ranges += 1;
             head.range = Some(span(value));
         } else if name.eq_ignore_ascii_case("if-none-match") {
             head.if_none_match = Some(span(value));
         } else if name.eq_ignore_ascii_case("if-modified-since") {
             head.if_modified_since = Some(span(value));
+        } else if name.eq_ignore_ascii_case("if-match") {
+            head.if_match = Some(span(value));
+        } else if name.eq_ignore_ascii_case("if-unmodified-since") {
+            head.if_unmodified_since = Some(span(value));
         } else if name.eq_ignore_ascii_case("if-range") {
             head.if_range = Some(span(value));
         } else if name.eq_ignore_ascii_case("origin") {
@@ -149,6 +269,8 @@ pub fn parse_head(
             head.ac_request_method = Some(span(value));
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
             head.ac_request_headers = Some(span(value));
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -168,8 +290,49 @@ pub fn parse_head(
             return Err(HttpError::UnsupportedTransferEncoding);
         }
     }
+    // Two Range fields are not a valid request (RFC 9110 14.2): ignore both, as a
+    // server may ignore Range, and send the whole representation.
+    if ranges > 1 {
+        head.range = None;
+    }
     head.content_length = content_length.unwrap_or(0);
     Ok(Some(head))
+}
+
+/// Whether `v` is a valid `Host` value (or the authority of an absolute-form target):
+/// `reg-name [":" port]` or `"[" IPv6 "]" [":" port]`, never empty, no userinfo,
+/// spaces, path or other characters RFC 3986 does not allow there.
+pub fn valid_authority(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        let Some(end) = v.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &v[1..end];
+        if inner.is_empty()
+            || !inner
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match &v[end + 1..] {
+            [] => (&v[..=end], None),
+            [b':', port @ ..] => (&v[..=end], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        }
+    };
+    let reg_name_ok = host.first() == Some(&b'[')
+        || (!host.is_empty()
+            && host
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)));
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    reg_name_ok && port_ok
 }
 
 /// Parses an unsigned decimal with no sign, spaces or overflow.
