@@ -735,6 +735,61 @@ mod tests {
     }
 
     #[test]
+    fn configs_that_would_fail_later_are_refused_now() {
+        let refused = |text: &str, key: &str| {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(&format!("key `{key}`")), "{text}: {e}");
+            e
+        };
+        refused(
+            "[limits]\nmax_connections = 4611686018427387904\n",
+            "limits.max_connections",
+        );
+        // Within the ceiling but more than the memory of any machine this runs on.
+        refused(
+            "[limits]\nmax_connections = 4000000\nmax_head_bytes = 1048576\n",
+            "limits.max_connections",
+        );
+        refused(
+            "[tls]\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]\n",
+            "tls.cipher_suites",
+        );
+        let e = refused(
+            "[server]\nadmin_listen = \"0.0.0.0:9090\"\n",
+            "server.admin_listen",
+        );
+        assert!(e.contains("admin.allow_non_loopback"), "{e}");
+        let c =
+            load("[server]\nadmin_listen = \"0.0.0.0:9090\"\n[admin]\nallow_non_loopback = true\n")
+                .unwrap();
+        assert!(!c.admin_listen.ip().is_loopback());
+        refused(
+            "[limits]\nmax_request_target_bytes = 20000\n",
+            "limits.max_request_target_bytes",
+        );
+        refused(
+            "[limits]\nmin_send_rate_bytes_per_sec = 2000000000\n",
+            "limits.min_send_rate_bytes_per_sec",
+        );
+        // RSA suites are fine next to a TLS 1.3 suite, and a cert file may be RSA.
+        load("[tls]\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\", \"TLS13_AES_128_GCM_SHA256\"]\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn new_keys_have_their_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.symlinks, SymlinkPolicy::Refuse);
+        assert_eq!(c.limits.min_send_rate, DEFAULT_MIN_SEND_RATE);
+        assert_eq!(c.limits.max_request_target_bytes.get(), 8192);
+        let c = load("[limits]\nmax_head_bytes = 2048\n").unwrap();
+        assert_eq!(c.limits.max_request_target_bytes.get(), 2048);
+        let c = load("[content]\nsymlinks = \"within_root\"\n").unwrap();
+        assert_eq!(c.symlinks, SymlinkPolicy::WithinRoot);
+        assert!(load("[content]\nsymlinks = \"sometimes\"\n").is_err());
+    }
+
+    #[test]
     fn wrong_type_is_reported() {
         let e = load("[limits]\nmax_connections = \"many\"\n")
             .unwrap_err()

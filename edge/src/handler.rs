@@ -750,6 +750,134 @@ mod tests {
     }
 
     #[test]
+    fn preconditions_in_rfc_order() {
+        let f = Fixture::new("precond");
+        let (_, h) = f.get("GET /v/seg.ts HTTP/1.1\r\nHost: x\r\n\r\n");
+        let etag = header(&h, "ETag").unwrap().to_string();
+        let old = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let future = "Fri, 01 Jan 2100 00:00:00 GMT";
+        for (extra, want) in [
+            ("If-Match: \"nope\"".to_string(), 412),
+            ("If-Match: *".to_string(), 200),
+            (format!("If-Match: \"x\", {etag}"), 200),
+            (format!("If-Match: W/{etag}"), 412),
+            ("If-Match: \"nope\"\r\nRange: bytes=0-1".to_string(), 412),
+            (format!("If-Unmodified-Since: {old}"), 412),
+            (
+                format!("If-Unmodified-Since: {old}\r\nRange: bytes=0-1"),
+                412,
+            ),
+            (format!("If-Unmodified-Since: {future}"), 200),
+            (
+                format!("If-Unmodified-Since: {future}\r\nRange: bytes=0-1"),
+                206,
+            ),
+            // If-Match wins over If-Unmodified-Since.
+            (format!("If-Match: *\r\nIf-Unmodified-Since: {old}"), 200),
+            ("If-Unmodified-Since: not a date".to_string(), 200),
+        ] {
+            let (p, h) = f.get(&format!(
+                "GET /v/seg.ts HTTP/1.1\r\nHost: x\r\n{extra}\r\n\r\n"
+            ));
+            assert_eq!(p.status, want, "{extra}: {h}");
+            assert!(!p.close, "{extra}");
+        }
+    }
+
+    #[test]
+    fn host_values() {
+        let f = Fixture::new("host");
+        for host in [
+            "example.com",
+            "example.com:8080",
+            "[::1]:8443",
+            "127.0.0.1",
+            "a-b.c_d",
+        ] {
+            let (p, _) = f.get(&format!("GET /v/seg.ts HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            assert_eq!(p.status, 200, "{host}");
+        }
+        for host in [
+            "a b",
+            "a/b",
+            "",
+            "user@host",
+            "host:80a",
+            "[::1",
+            "[zz]",
+            "h:123456",
+        ] {
+            let (p, _) = f.get(&format!("GET /v/seg.ts HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            assert_eq!((p.status, p.close), (400, false), "{host:?}");
+        }
+        let (p, _) =
+            f.get("GET http://user@example.com/v/seg.ts HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(p.status, 400);
+        let (p, _) = f.get("GET http://example.com/v/seg.ts HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(p.status, 200);
+    }
+
+    #[test]
+    fn options_204_has_no_content_length() {
+        let f = Fixture::new("opt204");
+        let (p, h) = f.get("OPTIONS /v/seg.ts HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(p.status, 204);
+        assert_eq!(header(&h, "Content-Length"), None, "{h}");
+    }
+
+    #[test]
+    fn path_errors_are_4xx_never_5xx() {
+        let f = Fixture::new("patherr");
+        let long = "a".repeat(300);
+        for path in [
+            format!("/{long}"),
+            format!("/v/{long}.ts"),
+            "/%61".repeat(300),
+            "/v/seg.ts/x".to_string(),
+            "/v/seg.ts/".to_string(),
+        ] {
+            let (p, _) = f.get(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+            assert_eq!((p.status, p.close), (404, false), "{path}");
+        }
+        // A FIFO is not a regular file: 404 at once (opening it must not block).
+        let fifo = f.dir.join("v/live.ts");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let (p, _) = f.get("GET /v/live.ts HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(p.status, 404);
+    }
+
+    #[test]
+    fn symlink_policies() {
+        let mut f = Fixture::new("symlinks");
+        let etc = std::env::temp_dir().join(format!("edge-handler-outside-{}", std::process::id()));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("secret.txt"), b"outside").unwrap();
+        std::os::unix::fs::symlink(&etc, f.dir.join("out")).unwrap();
+        std::os::unix::fs::symlink(f.dir.join("v"), f.dir.join("alias")).unwrap();
+        std::os::unix::fs::symlink("seg.ts", f.dir.join("v/rel.ts")).unwrap();
+        let get = |f: &Fixture, p: &str| {
+            f.get(&format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n"))
+                .0
+                .status
+        };
+        let paths = ["/out/secret.txt", "/alias/seg.ts", "/v/rel.ts", "/v/seg.ts"];
+        for (policy, want) in [
+            (SymlinkPolicy::Refuse, [404, 404, 404, 200]),
+            (SymlinkPolicy::WithinRoot, [404, 200, 200, 200]),
+            (SymlinkPolicy::Follow, [200, 200, 200, 200]),
+        ] {
+            f.site.symlinks = policy;
+            let got: Vec<u16> = paths.iter().map(|p| get(&f, p)).collect();
+            assert_eq!(got, want, "{policy:?} on {paths:?}");
+        }
+        std::fs::remove_dir_all(&etc).ok();
+    }
+
+    #[test]
     fn byte_budget_closes_after_the_response() {
         let f = Fixture::new("budget");
         let raw = b"GET /v/seg.ts HTTP/1.1\r\nHost: x\r\n\r\n";

@@ -25,7 +25,7 @@ pub enum Method {
 }
 
 /// A parsed request head. Spans index the buffer passed to [`parse_head`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHead {
     /// The method.
     pub method: Option<Method>,
@@ -435,6 +435,90 @@ mod tests {
             parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 64, 16384).unwrap_err(),
             HttpError::MalformedHead
         );
+    }
+
+    fn limits(target: usize) -> HeadLimits {
+        HeadLimits {
+            max_headers: 64,
+            max_head_bytes: 16384,
+            max_target_bytes: target,
+        }
+    }
+
+    #[test]
+    fn later_minor_versions_are_11_and_other_majors_505() {
+        for minor in 2..=9 {
+            let raw =
+                format!("GET /a.ts HTTP/1.{minor}\r\nHost: h\r\nRange: bytes=0-1\r\n\r\nNEXT");
+            let h = parse(raw.as_bytes(), &limits(8192)).unwrap().unwrap();
+            assert_eq!(h.minor_version, 1);
+            assert_eq!(&raw.as_bytes()[h.target.clone()], b"/a.ts");
+            assert_eq!(&raw.as_bytes()[h.range.clone().unwrap()], b"bytes=0-1");
+            assert_eq!(&raw.as_bytes()[h.head_len..], b"NEXT");
+            // Split anywhere: incomplete, never an error.
+            for cut in 0..raw.len() - 4 {
+                assert_eq!(
+                    parse(&raw.as_bytes()[..cut], &limits(8192)),
+                    Ok(None),
+                    "{cut}"
+                );
+            }
+        }
+        for v in ["2.0", "3.0", "0.9"] {
+            let raw = format!("GET / HTTP/{v}\r\nHost: h\r\n\r\n");
+            assert_eq!(
+                parse(raw.as_bytes(), &limits(8192)).unwrap_err(),
+                HttpError::VersionNotSupported,
+                "{v}"
+            );
+        }
+        assert_eq!(
+            parse(b"GET / HTTP/1.x\r\n\r\n", &limits(8192)).unwrap_err(),
+            HttpError::MalformedHead
+        );
+    }
+
+    #[test]
+    fn long_targets_are_414() {
+        let raw = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(600));
+        let h = parse(raw.as_bytes(), &limits(512)).unwrap().unwrap();
+        assert!(
+            h.target_too_long,
+            "a complete head is answered 414 and kept"
+        );
+        let h = parse(raw.as_bytes(), &limits(8192)).unwrap().unwrap();
+        assert!(!h.target_too_long);
+        // A request line that never ends within the limits: 414 and close, not 431.
+        let partial = format!("GET /{}", "a".repeat(20_000));
+        assert_eq!(
+            parse(partial.as_bytes(), &limits(8192)).unwrap_err(),
+            HttpError::RequestLineTooLong
+        );
+        assert!(HttpError::RequestLineTooLong.closes() && !HttpError::TargetTooLong.closes());
+    }
+
+    #[test]
+    fn repeated_range_is_ignored_and_expect_is_seen() {
+        let h = parse(
+            b"GET / HTTP/1.1\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\nExpect: 100-Continue\r\n\r\n",
+            &limits(8192),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.range.is_none());
+        assert!(h.expect_continue);
+    }
+
+    #[test]
+    fn authorities() {
+        for ok in ["a", "a.b:1", "[::1]", "[::1]:443", "x:", "1.2.3.4:65535"] {
+            assert!(valid_authority(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "", " a", "a b", "a/b", "u@h", "[]", "[::1]x", "a:b", "a:123456", ":80",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad:?}");
+        }
     }
 
     #[test]
