@@ -1,10 +1,11 @@
 //! End-to-end tests of the data plane over real loopback sockets: HTTP semantics on
-//! both listeners, bad input and limits, TLS byte integrity, and (with strace) the
-//! zero-copy body path of the real binary.
+//! both listeners, bad input and limits, hardening regressions, TLS byte integrity,
+//! and (with strace) the zero-copy body path of the real binary.
 
 mod alloc;
 mod bad_input;
 mod cli;
+mod hardening;
 mod semantics;
 mod tls_integrity;
 mod zero_copy;

@@ -83,6 +83,15 @@ impl TestServer {
     /// Starts a server on ephemeral loopback ports; `extra` is appended to the TOML
     /// (e.g. a `[limits]` table).
     pub async fn start(extra: &str) -> Self {
+        Self::try_start(extra)
+            .await
+            .unwrap_or_else(|e| panic!("test server did not start: {e}"))
+    }
+
+    /// As [`TestServer::start`], but a configuration the server rejects (e.g. a key it
+    /// does not know) or a failed start is returned as the error's text, so a test can
+    /// say which setting was refused.
+    pub async fn try_start(extra: &str) -> Result<Self, String> {
         let dir = TempDir::new("srv");
         let root = dir.path().join("www");
         let state = dir.path().join("state");
@@ -93,11 +102,11 @@ impl TestServer {
             root.display()
         );
         let config = edge::config::Config::from_toml(&toml, Path::new("test.toml"))
-            .expect("valid test config");
+            .map_err(|e| format!("config rejected: {e}"))?;
         let shutdown = CancellationToken::new();
         let running = edge::server::start(config, shutdown.clone())
             .await
-            .expect("server starts");
+            .map_err(|e| format!("start failed: {e}"))?;
         let (tls, http, admin) = (
             running.tls_addr,
             running.http_addr.expect("http listener"),
@@ -105,7 +114,7 @@ impl TestServer {
         );
         let metrics = running.metrics.clone();
         tokio::spawn(running.wait());
-        Self {
+        Ok(Self {
             tls,
             http,
             admin,
@@ -114,7 +123,7 @@ impl TestServer {
             metrics,
             shutdown,
             _dir: dir,
-        }
+        })
     }
 
     /// Writes a file under the content root.
@@ -155,12 +164,19 @@ pub async fn tls_connect(
     config: Option<rustls::ClientConfig>,
 ) -> TlsStream<TcpStream> {
     let config = config.unwrap_or_else(|| client_config(ca, None));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await.unwrap();
-    connector
+    tls_handshake(tcp, config).await.expect("TLS handshake")
+}
+
+/// A TLS handshake for `localhost` over an already connected `tcp` (e.g. one with
+/// its own socket options); the error is what the client saw (an alert, an EOF).
+pub async fn tls_handshake(
+    tcp: TcpStream,
+    config: rustls::ClientConfig,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .expect("TLS handshake")
 }
 
 /// A client config trusting `ca`, optionally restricted to one protocol version.
@@ -189,6 +205,8 @@ pub fn client_config(
 /// A response as read off the wire.
 #[derive(Debug)]
 pub struct Response {
+    /// The status line's HTTP minor version (`1` for `HTTP/1.1`).
+    pub version: u8,
     /// Status code.
     pub status: u16,
     /// Headers, names lower-cased.
@@ -243,6 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             let mut resp = httparse::Response::new(&mut headers);
             if let Ok(httparse::Status::Complete(n)) = resp.parse(&self.buf) {
                 let status = resp.code.unwrap();
+                let version = resp.version.unwrap();
                 let headers: Vec<(String, String)> = resp
                     .headers
                     .iter()
@@ -275,6 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 let body = self.buf[n..n + len].to_vec();
                 self.buf.drain(..n + len);
                 return Some(Response {
+                    version,
                     status,
                     headers,
                     body,
