@@ -193,6 +193,12 @@ async fn send<T: Transport>(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, status, "send failed");
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            // Cut off a slow reader at once, rather than let its send buffer drain
+            // to it for as long again.
+            t.reset_on_drop();
+            return Err(CloseReason::SendTimeout);
+        }
         return Err(CloseReason::IoError);
     }
     match body {

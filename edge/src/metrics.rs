@@ -26,14 +26,17 @@ pub enum CloseReason {
     /// The peer sent a TLS record we cannot handle on the offloaded path (KeyUpdate,
     /// change_cipher_spec, alert).
     KtlsControl,
-    /// A read or write failed or timed out.
+    /// A response missed its send deadline (`limits.send_timeout_secs`,
+    /// `limits.min_send_rate_bytes_per_sec`): the connection was reset.
+    SendTimeout,
+    /// A read or write failed.
     IoError,
     /// The server is shutting down.
     Shutdown,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 9] = [
+    const ALL: [CloseReason; 10] = [
         CloseReason::Client,
         CloseReason::IdleTimeout,
         CloseReason::HeaderTimeout,
@@ -41,6 +44,7 @@ impl CloseReason {
         CloseReason::Requested,
         CloseReason::KtlsByteCap,
         CloseReason::KtlsControl,
+        CloseReason::SendTimeout,
         CloseReason::IoError,
         CloseReason::Shutdown,
     ];
@@ -54,6 +58,7 @@ impl CloseReason {
             CloseReason::Requested => "requested",
             CloseReason::KtlsByteCap => "ktls_byte_cap",
             CloseReason::KtlsControl => "ktls_control_record",
+            CloseReason::SendTimeout => "send_timeout",
             CloseReason::IoError => "io_error",
             CloseReason::Shutdown => "shutdown",
         }
@@ -165,7 +170,7 @@ pub struct Metrics {
     ktls_setup_failures: [IntCounter; 4],
     body_bytes: [IntCounter; 3],
     responses: [[IntCounter; 4]; 5],
-    closes: [IntCounter; 9],
+    closes: [IntCounter; 10],
     /// 1 when the start-up probe found kTLS usable and the config allows it.
     pub ktls_enabled: IntGauge,
 }

@@ -137,6 +137,28 @@ pub fn ktls_send_alert(sock_fd: RawFd, level: u8, description: u8) -> io::Result
     cvt(unsafe { libc::sendmsg(sock_fd, &msg, libc::MSG_NOSIGNAL) }).map(|_| ())
 }
 
+/// Makes the next `close` of a TCP socket abortive (`SO_LINGER` on with a zero
+/// timeout): queued data is discarded and the peer gets an RST. Used on a client cut
+/// off for reading too slowly, whose send buffer would otherwise still drain to it
+/// (and stay pinned) after we gave up (nginx's `reset_timedout_connection`).
+pub fn reset_on_close(sock_fd: RawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a live, correctly sized option value; the kernel only reads it.
+    let ret = unsafe {
+        libc::setsockopt(
+            sock_fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    cvt(ret as isize).map(|_| ())
+}
+
 /// Sets `TCP_ULP "tls"` on a connected TCP socket. Fails with `ENOENT` when the
 /// kernel has no `tls` module loaded (or built in).
 pub fn set_tcp_ulp_tls(sock_fd: RawFd) -> io::Result<()> {

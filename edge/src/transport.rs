@@ -150,6 +150,10 @@ pub trait Transport {
     /// Closes gracefully: TLS `close_notify` where there is TLS, then a TCP FIN.
     fn close(&mut self) -> impl std::future::Future<Output = ()> + Send;
 
+    /// Makes dropping the connection abortive (RST; queued bytes are discarded), for a
+    /// client that missed its send deadline.
+    fn reset_on_drop(&self);
+
     /// How bodies leave on this transport.
     fn body_path(&self) -> BodyPath;
 
@@ -252,6 +256,9 @@ impl Transport for PlainTransport {
     async fn close(&mut self) {
         let _ = self.stream.shutdown().await;
     }
+    fn reset_on_drop(&self) {
+        let _ = sys::reset_on_close(self.stream.as_raw_fd());
+    }
     fn body_path(&self) -> BodyPath {
         BodyPath::SendfilePlain
     }
@@ -347,6 +354,9 @@ impl Transport for KtlsTransport {
                 .try_io(Interest::WRITABLE, || sys::ktls_send_alert(fd, 1, 0));
         }
         let _ = self.stream.shutdown().await;
+    }
+    fn reset_on_drop(&self) {
+        let _ = sys::reset_on_close(self.stream.as_raw_fd());
     }
     fn body_path(&self) -> BodyPath {
         BodyPath::SendfileKtls
@@ -460,6 +470,9 @@ impl Transport for RustlsTransport {
     }
     async fn close(&mut self) {
         let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+    }
+    fn reset_on_drop(&self) {
+        let _ = sys::reset_on_close(self.stream.get_ref().0.io.as_raw_fd());
     }
     fn body_path(&self) -> BodyPath {
         BodyPath::UserspaceCopy
