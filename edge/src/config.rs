@@ -147,7 +147,8 @@ struct RawLimits {
     send_timeout_secs: u64,
     tls_handshake_timeout_secs: u64,
     max_requests_per_connection: u32,
-    max_connections: usize,
+    /// Default: 16384, or what half of this machine's memory holds at worst.
+    max_connections: Option<usize>,
     userspace_tls_buffer_bytes: usize,
     min_send_rate_bytes_per_sec: u64,
     /// Default: 8192, or `max_head_bytes` when that is smaller.
@@ -164,7 +165,7 @@ impl Default for RawLimits {
             send_timeout_secs: 60,
             tls_handshake_timeout_secs: 10,
             max_requests_per_connection: 10_000,
-            max_connections: 16_384,
+            max_connections: None,
             userspace_tls_buffer_bytes: 64 * 1024,
             min_send_rate_bytes_per_sec: DEFAULT_MIN_SEND_RATE,
             max_request_target_bytes: None,
@@ -228,6 +229,8 @@ struct RawAdmin {
 /// Default `limits.min_send_rate_bytes_per_sec`: 16 KiB/s (128 kbit/s), below any
 /// usable video bitrate.
 pub const DEFAULT_MIN_SEND_RATE: u64 = 16 * 1024;
+/// Default `limits.max_connections` on a machine with the memory for it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// Upper bound of `limits.max_connections` (a descriptor each; far above what one
 /// process's `RLIMIT_NOFILE` allows in practice).
 pub const MAX_CONNECTIONS_CEILING: usize = 4 << 20;
@@ -480,29 +483,36 @@ impl RawConfig {
                 ),
             ));
         }
-        if !(1..=MAX_CONNECTIONS_CEILING).contains(&l.max_connections) {
-            return Err(invalid(
-                "limits.max_connections",
-                format!(
-                    "{} is out of range: use 1..={MAX_CONNECTIONS_CEILING}",
-                    l.max_connections
-                ),
-            ));
-        }
         // What slow or idle clients can pin at worst: every connection with a full
         // head buffer and a userspace-TLS body buffer in use.
         let per_connection =
             l.max_head_bytes + l.userspace_tls_buffer_bytes + PER_CONNECTION_OVERHEAD_BYTES;
-        let worst_case = per_connection as u128 * l.max_connections as u128;
-        if let Some(total) = physical_memory_bytes() {
+        let memory = physical_memory_bytes();
+        let max_connections = match l.max_connections {
+            Some(n) => n,
+            // Unset: 16384, or fewer on a small machine, so that the default can
+            // never promise more than half its memory.
+            None => memory.map_or(DEFAULT_MAX_CONNECTIONS, |total| {
+                let fits = (total / 2 / per_connection as u64) as usize;
+                fits.clamp(64, DEFAULT_MAX_CONNECTIONS)
+            }),
+        };
+        if !(1..=MAX_CONNECTIONS_CEILING).contains(&max_connections) {
+            return Err(invalid(
+                "limits.max_connections",
+                format!("{max_connections} is out of range: use 1..={MAX_CONNECTIONS_CEILING}"),
+            ));
+        }
+        let worst_case = per_connection as u128 * max_connections as u128;
+        if let Some(total) = memory.filter(|_| l.max_connections.is_some()) {
             if worst_case > u128::from(total) {
                 return Err(invalid(
                     "limits.max_connections",
                     format!(
-                        "{} connections x {per_connection} bytes each at worst (max_head_bytes + \
-                         userspace_tls_buffer_bytes + {PER_CONNECTION_OVERHEAD_BYTES}) = {worst_case} \
-                         bytes, more than this machine's {total} bytes of memory",
-                        l.max_connections
+                        "{max_connections} connections x {per_connection} bytes each at worst \
+                         (max_head_bytes + userspace_tls_buffer_bytes + \
+                         {PER_CONNECTION_OVERHEAD_BYTES}) = {worst_case} bytes, more than this \
+                         machine's {total} bytes of memory"
                     ),
                 ));
             }
@@ -530,7 +540,7 @@ impl RawConfig {
                     "must be at least 1".into(),
                 )
             })?,
-            max_connections: nz(l.max_connections).expect("checked above"),
+            max_connections: nz(max_connections).expect("checked above"),
             userspace_tls_buffer_bytes: nz(l.userspace_tls_buffer_bytes).expect("checked above"),
         };
 

@@ -249,6 +249,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let tasks = TaskTracker::new();
     let limits = config.limits.clone();
+    tracing::info!(
+        max_connections = limits.max_connections.get(),
+        "connection limit (limits.max_connections)"
+    );
     let ctx = Arc::new(ServerCtx {
         conn: ConnShared {
             site,
