@@ -70,8 +70,6 @@ impl CloseReason {
 pub enum KtlsSetupFailure {
     /// The negotiated cipher suite is not one the probe found offloadable.
     UnsupportedCipher,
-    /// Flushing rustls' pending records (session tickets) failed.
-    Flush,
     /// The kernel refused `TCP_ULP "tls"` (for example: the peer had already
     /// half-closed); nothing was consumed and the connection was served by rustls.
     UlpRefused,
@@ -81,9 +79,8 @@ pub enum KtlsSetupFailure {
 }
 
 impl KtlsSetupFailure {
-    const ALL: [KtlsSetupFailure; 4] = [
+    const ALL: [KtlsSetupFailure; 3] = [
         KtlsSetupFailure::UnsupportedCipher,
-        KtlsSetupFailure::Flush,
         KtlsSetupFailure::UlpRefused,
         KtlsSetupFailure::Setup,
     ];
@@ -91,7 +88,6 @@ impl KtlsSetupFailure {
     fn label(self) -> &'static str {
         match self {
             KtlsSetupFailure::UnsupportedCipher => "unsupported_cipher",
-            KtlsSetupFailure::Flush => "flush",
             KtlsSetupFailure::UlpRefused => "ulp_refused",
             KtlsSetupFailure::Setup => "setup",
         }
@@ -167,7 +163,7 @@ pub struct Metrics {
     pub handshake_failed_timeout: IntCounter,
     /// See `handshake_failed_timeout`.
     pub handshake_failed_error: IntCounter,
-    ktls_setup_failures: [IntCounter; 4],
+    ktls_setup_failures: [IntCounter; 3],
     body_bytes: [IntCounter; 3],
     responses: [[IntCounter; 4]; 5],
     closes: [IntCounter; 10],

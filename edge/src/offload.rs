@@ -22,7 +22,7 @@ use std::time::Duration;
 use rustls::{CipherSuite, ConnectionTrafficSecrets, ProtocolVersion, SupportedCipherSuite};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::metrics::KtlsSetupFailure;
+use crate::metrics::{CloseReason, KtlsSetupFailure};
 use crate::sys::{self, KtlsDirection};
 use crate::transport::RustlsStream;
 
@@ -257,6 +257,9 @@ pub enum Handover {
         /// The kernel's answer.
         error: io::Error,
     },
+    /// The peer stalled or went away while rustls was being drained: not a setup
+    /// failure (a client can cause it at will), just the end of the connection.
+    PeerGone(CloseReason),
     /// A failure once rustls' state was consumed: the connection cannot be served.
     Lost {
         /// The metrics label.
@@ -280,8 +283,8 @@ pub async fn hand_over(
     let lost = |failure, error: String| Handover::Lost { failure, error };
     match tokio::time::timeout(flush_timeout, tls.flush()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return lost(KtlsSetupFailure::Flush, e.to_string()),
-        Err(_) => return lost(KtlsSetupFailure::Flush, "timed out".into()),
+        Ok(Err(_)) => return Handover::PeerGone(CloseReason::IoError),
+        Err(_) => return Handover::PeerGone(CloseReason::SendTimeout),
     }
     let fd = tls.get_ref().0.io.as_raw_fd();
     if let Err(error) = sys::set_tcp_ulp_tls(fd) {
@@ -301,8 +304,8 @@ pub async fn hand_over(
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => drained.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Ok(Err(e)) => return lost(KtlsSetupFailure::Setup, format!("drain: {e}")),
-            Err(_) => return lost(KtlsSetupFailure::Setup, "drain: timed out".into()),
+            Ok(Err(_)) => return Handover::PeerGone(CloseReason::IoError),
+            Err(_) => return Handover::PeerGone(CloseReason::HeaderTimeout),
         }
     }
     let (cork, conn) = tls.into_inner();

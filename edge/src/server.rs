@@ -475,6 +475,7 @@ async fn serve_tls(stream: TcpStream, ctx: &ServerCtx) -> Option<CloseReason> {
                 tracing::debug!(%error, "kernel refused the TLS ULP; serving in userspace");
                 *tls
             }
+            Handover::PeerGone(reason) => return Some(reason),
             Handover::Lost { failure, error } => {
                 metrics.ktls_setup_failed(failure);
                 if crate::metrics::KTLS_HANDOVER_LOG.allow() {
