@@ -7,7 +7,7 @@
 #             browser test's npm packages, only what is missing
 #   fmt       cargo fmt --all --check
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
-#   build     cargo build --workspace --bins (edge, tls-peer: used by later stages)
+#   build     cargo build --workspace --bins (edge, tls-peer, tls-nonce-relay: used by later stages)
 #   unit+e2e  cargo nextest run --workspace (unit tests, loopback e2e, strace zero-copy)
 #   clients   `edge demo` on loopback, then curl, ffprobe and headless Chromium
 #             (hls.js, dash.js) against it

@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/vm/edge-ktls-suite.sh - edge's kTLS acceptance suite, inside the kTLS guest.
 #
-# On the host (repo root; needs target/debug/edge and target/debug/tls-peer, which
+# On the host (repo root; needs target/debug/edge, tls-peer and tls-nonce-relay, which
 # `cargo build --workspace --bins` makes):
 #     tests/vm/edge-ktls-suite.sh            # both modes: tls.ktls = "require", then "off"
 #     tests/vm/edge-ktls-suite.sh off        # one mode
@@ -20,19 +20,31 @@
 #     TLS 1.2 and 1.3 with AES-128-GCM, AES-256-GCM and ChaCha20-Poly1305 each served
 #     (and offloaded in kTLS mode); a client sending close_notify, a fatal alert and a
 #     KeyUpdate (tests/src/bin/tls-peer.rs) is handled, no panic, others still served;
-#  4. the metrics say which path carried the bytes (sendfile_ktls vs userspace_copy).
+#  4. the metrics say which path carried the bytes (sendfile_ktls vs userspace_copy);
+#  5. TLS 1.2 AES-128-GCM and AES-256-GCM explicit nonces (tests/src/bin/tls-nonce-relay.rs):
+#     50 connections each through an in-process relay that reads the server's records
+#     off the wire; no explicit nonce may repeat within a connection (the server's
+#     Finished included). kTLS mode: TlsTxSw rises by exactly 50 per cipher; off mode:
+#     it does not move;
+#  6. kTLS mode: 10 clients in a row send a request and then a FIN without close_notify
+#     (tls-peer half-close); each gets its whole response and no kTLS hand-over fails.
 # Prints PASS/FAIL per check and "N passed, M failed"; exit 0 only if all passed.
+#
+# Checks 5 and 6 run against a second edge per mode (not under strace).
+# SUITE_ONLY="nonce half-close" (either or both) runs only those checks, for working on
+# them: no checks 1-4, no byte-cap run.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
 
 if [ "${EDGE_VM:-}" != 1 ]; then
     REPO=$(cd "$HERE/../.." && pwd)
-    for b in edge tls-peer; do
+    for b in edge tls-peer tls-nonce-relay; do
         [ -x "$REPO/target/debug/$b" ] || { echo "target/debug/$b missing: run cargo build --workspace --bins" >&2; exit 2; }
     done
     vm_ensure_host_pkgs curl:curl openssl:openssl strace:strace python3:python3-minimal
-    exec "$HERE/run-in-vm.sh" -u -m 1G -t "${SUITE_TIMEOUT:-900}" "$REPO" tests/vm/edge-ktls-suite.sh "$@"
+    exec "$HERE/run-in-vm.sh" -u -m 1G -t "${SUITE_TIMEOUT:-900}" "$REPO" \
+        ${SUITE_ONLY:+"SUITE_ONLY='$SUITE_ONLY'"} tests/vm/edge-ktls-suite.sh "$@"
 fi
 
 # ------------------------------------------------------------------ guest
@@ -98,8 +110,48 @@ stop_edge() {
     wait "$EDGE_PID" 2>/dev/null || true
 }
 
+want() { [ -z "${SUITE_ONLY:-}" ] || [[ " $SUITE_ONLY " == *" $1 "* ]]; }
+
+# 5. TLS 1.2 AES-GCM explicit nonces never repeat on a connection (kTLS or not).
+nonce_check() { # MODE OFFLOAD
+    local mode=$1 offload=$2 suite tx0 tx1 rc out t0=$SECONDS
+    for suite in TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384; do
+        out=$S/nonce-$suite.out
+        tx0=$(tls_stat TlsTxSw)
+        rc=0
+        "$RELAY" --server 127.0.0.1:$PORT --cipher "$suite" --connections 50 \
+            --path /seg/s_0010 --requests 3 --length 24576 > "$out" 2>&1 || rc=$?
+        tx1=$(tls_stat TlsTxSw)
+        check "[$mode] $suite: no explicit nonce repeats on 50 relayed connections" $rc \
+            "$(tail -1 "$out"); first of $(($(wc -l < "$out") - 1)) problem lines:"$'\n'"$(head -3 "$out" | sed 's/^/    /')"
+        if [ "$offload" = 1 ]; then
+            [ $((tx1 - tx0)) = 50 ]
+        else
+            [ "$tx1" = "$tx0" ]
+        fi
+        check "[$mode] $suite: TlsTxSw $tx0->$tx1 (+$((tx1 - tx0)), want +$((50 * offload)))" $?
+    done
+    echo "guest: [$mode] nonce checks took $((SECONDS - t0)) s"
+}
+
+# 6. A request followed by a FIN (no close_notify) before the kTLS hand-over is answered.
+HANDOVER_WARN='WARN.*(hand-?over|[kK][tT][lL][sS])'
+half_close_check() { # MODE
+    local mode=$1 i ok=0 f0 f1 warns t0=$SECONDS
+    f0=$(metric 'edge_ktls_setup_failures_total{reason="setup"}')
+    for i in $(seq 1 10); do
+        "$TMP_PEER" 127.0.0.1:$PORT "$S/state/cert.pem" half-close /seg/s_0005 > "$S/half-close.$i" 2>&1 && ok=$((ok + 1))
+    done
+    f1=$(metric 'edge_ktls_setup_failures_total{reason="setup"}')
+    warns=$(grep -acE "$HANDOVER_WARN" "$S/stderr" || true)
+    [ "$ok" = 10 ] && [ "$warns" = 0 ]
+    check "[$mode] 10 half-closed clients (request, FIN, no close_notify) all answered" $? \
+        "$ok of 10 answered ($(head -1 "$S/half-close.1")); setup failures +$((f1 - f0)); $warns WARN line(s) about the hand-over: $(grep -am1 -E "$HANDOVER_WARN" "$S/stderr" | sed 's/\x1b\[[0-9;]*m//g')"
+    echo "guest: [$mode] half-close check took $((SECONDS - t0)) s"
+}
+
 run_mode() { # require|off
-    local mode=$1 tx0 rx0 tx1 rx1 curr k0 k1 u0 out
+    local mode=$1 tx0 rx0 tx1 rx1 curr k0 k1 u0 out m
     local offload=0; [ "$mode" = require ] && offload=1
     echo "== tls.ktls = \"$mode\""
     if [ $offload = 1 ]; then start_edge "$mode" strace; else start_edge "$mode"; fi
@@ -198,6 +250,27 @@ run_mode() { # require|off
     fi
 }
 
+# tmp_bin NAME: a copy of target/debug/NAME in guest tmpfs, for binaries started many
+# times (a start over 9p is slow); stripped (~3 MB instead of 40-80 MB) when binutils is
+# there, so tmpfs (guest RAM) stays free for the test files.
+tmp_bin() {
+    [ -x "/tmp/bin/$1" ] || { mkdir -p /tmp/bin &&
+        { strip -o "/tmp/bin/$1" "$REPO/target/debug/$1" 2>/dev/null || cp "$REPO/target/debug/$1" "/tmp/bin/$1"; }; }
+    echo "/tmp/bin/$1"
+}
+
+# 5 and 6 get an edge of their own, not under strace: check 2 counts every read of a
+# content file, and a server may well answer a half-closed client in userspace.
+wire_checks() { # MODE
+    local mode=$1 offload=0 t0=$SECONDS; [ "$1" = require ] && offload=1
+    RELAY=$(tmp_bin tls-nonce-relay); TMP_PEER=$(tmp_bin tls-peer)
+    start_edge "$mode"
+    if want nonce; then nonce_check "$mode" $offload; fi
+    if [ $offload = 1 ] && want half-close; then half_close_check "$mode"; fi
+    stop_edge
+    echo "guest: [$mode] checks 5-6 took $((SECONDS - t0)) s, edge start and stop included"
+}
+
 # Without KeyUpdate, a kTLS connection carries at most tls.ktls_max_bytes_per_connection
 # and closes gracefully after the response that reaches it.
 cap_check() {
@@ -213,7 +286,10 @@ cap_check() {
 }
 
 modes=("$@"); [ ${#modes[@]} -gt 0 ] || modes=(require off)
-for m in "${modes[@]}"; do run_mode "$m"; done
-[[ " ${modes[*]} " == *" require "* ]] && cap_check
+for m in "${modes[@]}"; do
+    if [ -z "${SUITE_ONLY:-}" ]; then run_mode "$m"; fi
+    wire_checks "$m"
+done
+[[ " ${modes[*]} " == *" require "* ]] && [ -z "${SUITE_ONLY:-}" ] && cap_check
 echo "ktls-suite: $pass passed, $fail failed"
 [ "$fail" = 0 ]
