@@ -253,6 +253,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max_connections = limits.max_connections.get(),
         "connection limit (limits.max_connections)"
     );
+    // Each connection is a socket plus, while a response is in flight, its file;
+    // listeners and the admin plane need a few more. Past the limit accept fails
+    // with EMFILE (the loop backs off) and opening a file answers 503.
+    let wanted = 2 * limits.max_connections.get() as u64 + NOFILE_RESERVE;
+    match crate::sys::raise_nofile_limit() {
+        Ok((soft, _)) if soft < wanted => {
+            tracing::warn!(
+                open_file_limit = soft,
+                wanted,
+                "limits.max_connections needs 2 descriptors per connection plus \
+                 {NOFILE_RESERVE}, more than RLIMIT_NOFILE allows; raise the hard limit \
+                 (systemd LimitNOFILE) or lower limits.max_connections"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE"),
+    }
     let ctx = Arc::new(ServerCtx {
         conn: ConnShared {
             site,
@@ -295,6 +312,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ctx,
     })
 }
+
+/// Descriptors wanted beyond two per connection: listeners, the admin plane, the
+/// runtime's own, logs.
+const NOFILE_RESERVE: u64 = 256;
 
 /// Listen backlog of data-plane sockets (the kernel caps it at `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;

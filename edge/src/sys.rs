@@ -159,6 +159,29 @@ pub fn reset_on_close(sock_fd: RawFd) -> io::Result<()> {
     cvt(ret as isize).map(|_| ())
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (each connection is a
+/// descriptor; systemd and shells often start processes with a soft limit of 1024)
+/// and returns the resulting `(soft, hard)`.
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit the kernel writes into.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } as isize)?;
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a live rlimit the kernel only reads.
+        if cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } as isize).is_ok() {
+            lim = raised;
+        }
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
 /// Sets `TCP_ULP "tls"` on a connected TCP socket. Fails with `ENOENT` when the
 /// kernel has no `tls` module loaded (or built in).
 pub fn set_tcp_ulp_tls(sock_fd: RawFd) -> io::Result<()> {
@@ -340,6 +363,26 @@ mod tests {
         assert_eq!(&got[..5], b"head:");
         assert_eq!(&got[5..], &data[1000..51_000]);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn nofile_soft_limit_is_raised_to_the_hard_limit() {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: test-only; `lim` is a live rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        if lim.rlim_max > 256 {
+            let low = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: lim.rlim_max,
+            };
+            // SAFETY: test-only; lowers this test process's soft limit.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+        }
+        let (soft, hard) = raise_nofile_limit().unwrap();
+        assert_eq!((soft, hard), (lim.rlim_max, lim.rlim_max));
     }
 
     #[test]
