@@ -201,6 +201,9 @@ pub fn error_response(
     if err == HttpError::MethodNotAllowed {
         w.header("Allow", b"GET, HEAD, OPTIONS");
     }
+    if status == 503 {
+        w.header("Retry-After", b"1");
+    }
     if let Some(len) = unsatisfied_len {
         w.content_range_unsatisfied(len);
         w.header("Accept-Ranges", b"bytes");

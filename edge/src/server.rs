@@ -375,7 +375,9 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
                     raw,
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
                 ) {
-                    tracing::warn!(error = %e, "accept failed; backing off 100 ms");
+                    if crate::metrics::ACCEPT_FAILURE_LOG.allow() {
+                        tracing::warn!(error = %e, "accept failed; backing off 100 ms (rate-limited)");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 } else {
                     tracing::debug!(error = %e, "accept failed");

@@ -5,6 +5,7 @@
 mod alloc;
 mod bad_input;
 mod cli;
+mod descriptors;
 mod hardening;
 mod semantics;
 mod tls_integrity;

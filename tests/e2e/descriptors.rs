@@ -1,0 +1,122 @@
+//! Running out of descriptors: connections past the process's open-file limit wait
+//! in the kernel's backlog while the accept loop backs off (it must not spin), a
+//! file that cannot be opened for lack of descriptors is 503 (a server condition,
+//! never 500), and the server serves normally once descriptors are free again.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edge_tests::{edge_bin, listening_addr, write_binary_config, TempDir};
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// utime + stime of `pid` in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The status line of the one response on `s`, or what went wrong.
+fn status(s: &mut TcpStream) -> Result<String, String> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) => return Err(format!("closed after {got:?}")),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn past_the_open_file_limit_the_server_waits_without_spinning_then_recovers() {
+    let dir = TempDir::new("nofile");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("ok.ts"), b"fine").unwrap();
+    let config = write_binary_config(dir.path(), &root, "worker_threads = 1");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "[limits]\nmax_connections = 1000\n",
+    )
+    .unwrap();
+    // A hard limit of 64 descriptors: far below max_connections (edge warns).
+    let child = Command::new("prlimit")
+        .args(["--nofile=64:64", "--"])
+        .arg(edge_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("EDGE_WORKER_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let http = listening_addr(&mut server.0, "http");
+    let pid = server.0.id();
+
+    // Far more connections than descriptors; the first one asks for a file once the
+    // rest have used up what is left.
+    let mut first = TcpStream::connect(http).unwrap();
+    let mut rest: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(http).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    first
+        .write_all(b"GET /ok.ts HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let answer = status(&mut first).expect("the accepted connection is answered");
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "no descriptor left to open the file: want 503, got {answer}"
+    );
+
+    // While connections wait in the backlog, the accept loop must not spin.
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - t0;
+    // /proc counts in USER_HZ, 100 per second on Linux.
+    assert!(
+        used < 50,
+        "the server used {used} ticks (1/100 s) in 2 s while out of descriptors: spinning"
+    );
+
+    // Free the descriptors: the server serves normally again.
+    drop(first);
+    rest.clear();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut c = TcpStream::connect(http).unwrap();
+        c.write_all(b"GET /ok.ts HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        match status(&mut c) {
+            Ok(s) if s.starts_with("HTTP/1.1 200") => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "not serving 15 s after the descriptors were freed: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
