@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,8 +31,6 @@ use crate::sys::{self, Resolve};
 /// What the handler needs to know about the site.
 #[derive(Debug, Clone)]
 pub struct Site {
-    /// The served directory, as configured.
-    pub root: PathBuf,
     /// The root's canonical path (bytes), for the `within_root` check.
     root_canonical: Arc<[u8]>,
     /// An open descriptor of the root; every request path is opened relative to it.
@@ -52,7 +50,6 @@ impl Site {
         }
         let canonical = std::fs::canonicalize(root)?;
         Ok(Self {
-            root: root.to_owned(),
             root_canonical: canonical.as_os_str().as_encoded_bytes().into(),
             root_dir: Arc::new(dir.into()),
             symlinks,
@@ -575,6 +572,7 @@ fn if_range_matches(v: &[u8], etag: &[u8], last_modified: SystemTime) -> bool {
 mod tests {
     use super::*;
     use crate::http::request::parse_head;
+    use std::path::PathBuf;
 
     struct Fixture {
         dir: PathBuf,

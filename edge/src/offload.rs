@@ -185,57 +185,97 @@ fn probe_one(version: u16, aead: Aead) -> std::io::Result<()> {
     let (_server, _) = listener.accept()?;
     let fd = client.as_raw_fd();
     sys::set_tcp_ulp_tls(fd)?;
-    let info = libc::tls_crypto_info {
-        version,
-        cipher_type: 0,
-    };
     for dir in [KtlsDirection::Tx, KtlsDirection::Rx] {
+        KernelKeys::zeroed(aead).install(fd, dir, version, 0)?;
+    }
+    Ok(())
+}
+
+/// One direction's key material in the kernel's per-cipher shapes (libc's
+/// `tls12_crypto_info_*`; the same layout serves TLS 1.3, with the version field
+/// saying which). The probe installs zeroed keys, the hand-over real ones.
+enum KernelKeys {
+    Aes128Gcm {
+        key: [u8; 16],
+        salt: [u8; 4],
+        iv: [u8; 8],
+    },
+    Aes256Gcm {
+        key: [u8; 32],
+        salt: [u8; 4],
+        iv: [u8; 8],
+    },
+    Chacha20Poly1305 {
+        key: [u8; 32],
+        iv: [u8; 12],
+    },
+}
+
+impl KernelKeys {
+    /// All-zero keys of `aead`'s shape (for the probe).
+    fn zeroed(aead: Aead) -> Self {
         match aead {
-            Aead::Aes128Gcm => sys::set_ktls_crypto(
+            Aead::Aes128Gcm => Self::Aes128Gcm {
+                key: [0; 16],
+                salt: [0; 4],
+                iv: [0; 8],
+            },
+            Aead::Aes256Gcm => Self::Aes256Gcm {
+                key: [0; 32],
+                salt: [0; 4],
+                iv: [0; 8],
+            },
+            Aead::Chacha20Poly1305 => Self::Chacha20Poly1305 {
+                key: [0; 32],
+                iv: [0; 12],
+            },
+        }
+    }
+
+    /// Sets `TLS_TX` or `TLS_RX` on `fd` (which has `TCP_ULP "tls"`); `version` is
+    /// libc's `TLS_1_2_VERSION` or `TLS_1_3_VERSION`, `seq` the next record's number.
+    fn install(self, fd: RawFd, dir: KtlsDirection, version: u16, seq: u64) -> io::Result<()> {
+        let rec_seq = seq.to_be_bytes();
+        let info = |cipher_type| libc::tls_crypto_info {
+            version,
+            cipher_type,
+        };
+        match self {
+            Self::Aes128Gcm { key, salt, iv } => sys::set_ktls_crypto(
                 fd,
                 dir,
                 &libc::tls12_crypto_info_aes_gcm_128 {
-                    info: libc::tls_crypto_info {
-                        cipher_type: libc::TLS_CIPHER_AES_GCM_128,
-                        ..info
-                    },
-                    iv: Default::default(),
-                    key: Default::default(),
-                    salt: Default::default(),
-                    rec_seq: Default::default(),
+                    info: info(libc::TLS_CIPHER_AES_GCM_128),
+                    iv,
+                    key,
+                    salt,
+                    rec_seq,
                 },
-            )?,
-            Aead::Aes256Gcm => sys::set_ktls_crypto(
+            ),
+            Self::Aes256Gcm { key, salt, iv } => sys::set_ktls_crypto(
                 fd,
                 dir,
                 &libc::tls12_crypto_info_aes_gcm_256 {
-                    info: libc::tls_crypto_info {
-                        cipher_type: libc::TLS_CIPHER_AES_GCM_256,
-                        ..info
-                    },
-                    iv: Default::default(),
-                    key: Default::default(),
-                    salt: Default::default(),
-                    rec_seq: Default::default(),
+                    info: info(libc::TLS_CIPHER_AES_GCM_256),
+                    iv,
+                    key,
+                    salt,
+                    rec_seq,
                 },
-            )?,
-            Aead::Chacha20Poly1305 => sys::set_ktls_crypto(
+            ),
+            Self::Chacha20Poly1305 { key, iv } => sys::set_ktls_crypto(
                 fd,
                 dir,
                 &libc::tls12_crypto_info_chacha20_poly1305 {
-                    info: libc::tls_crypto_info {
-                        cipher_type: libc::TLS_CIPHER_CHACHA20_POLY1305,
-                        ..info
-                    },
-                    iv: Default::default(),
-                    key: Default::default(),
-                    salt: Default::default(),
-                    rec_seq: Default::default(),
+                    info: info(libc::TLS_CIPHER_CHACHA20_POLY1305),
+                    iv,
+                    key,
+                    salt: [],
+                    rec_seq,
                 },
-            )?,
+            ),
         }
     }
-    Ok(())
 }
 
 /// What became of a connection offered to the kernel.
@@ -344,8 +384,8 @@ pub fn kernel_tx_explicit_nonce(base: [u8; 8], seq: u64) -> [u8; 8] {
     u64::from_be_bytes(base).wrapping_add(seq).to_be_bytes()
 }
 
-/// Installs one direction's keys: libc's `tls12_crypto_info_*` (the same layout
-/// serves TLS 1.3, with the version field saying which).
+/// Installs one direction of a handed-over connection: rustls' secrets in the
+/// kernel's shape, with the TLS 1.2 AES-GCM transmit nonce corrected.
 fn install(
     fd: RawFd,
     dir: KtlsDirection,
@@ -353,16 +393,7 @@ fn install(
     seq: u64,
     secrets: ConnectionTrafficSecrets,
 ) -> io::Result<()> {
-    let info = libc::tls_crypto_info {
-        version: if tls13 {
-            libc::TLS_1_3_VERSION
-        } else {
-            libc::TLS_1_2_VERSION
-        },
-        cipher_type: 0,
-    };
     let bad = || io::Error::new(io::ErrorKind::InvalidInput, "unexpected key or iv length");
-    let rec_seq = seq.to_be_bytes();
     // AES-GCM: 4 bytes of salt, then the 8-byte explicit part; only TLS 1.2 transmit
     // needs the counter correction (TLS 1.3 XORs the sequence in, as rustls does).
     let gcm_iv = |iv: &[u8]| -> io::Result<([u8; 4], [u8; 8])> {
@@ -381,62 +412,42 @@ fn install(
         };
         Ok((salt, explicit))
     };
-    match secrets {
+    let keys = match secrets {
         ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
-            let (salt, explicit) = gcm_iv(iv.as_ref())?;
-            sys::set_ktls_crypto(
-                fd,
-                dir,
-                &libc::tls12_crypto_info_aes_gcm_128 {
-                    info: libc::tls_crypto_info {
-                        cipher_type: libc::TLS_CIPHER_AES_GCM_128,
-                        ..info
-                    },
-                    iv: explicit,
-                    key: key.as_ref().try_into().map_err(|_| bad())?,
-                    salt,
-                    rec_seq,
-                },
-            )
+            let (salt, iv) = gcm_iv(iv.as_ref())?;
+            KernelKeys::Aes128Gcm {
+                key: key.as_ref().try_into().map_err(|_| bad())?,
+                salt,
+                iv,
+            }
         }
         ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
-            let (salt, explicit) = gcm_iv(iv.as_ref())?;
-            sys::set_ktls_crypto(
-                fd,
-                dir,
-                &libc::tls12_crypto_info_aes_gcm_256 {
-                    info: libc::tls_crypto_info {
-                        cipher_type: libc::TLS_CIPHER_AES_GCM_256,
-                        ..info
-                    },
-                    iv: explicit,
-                    key: key.as_ref().try_into().map_err(|_| bad())?,
-                    salt,
-                    rec_seq,
-                },
-            )
+            let (salt, iv) = gcm_iv(iv.as_ref())?;
+            KernelKeys::Aes256Gcm {
+                key: key.as_ref().try_into().map_err(|_| bad())?,
+                salt,
+                iv,
+            }
         }
         // ChaCha20-Poly1305 XORs the sequence into the whole 12-byte iv in both
         // versions, in the kernel as in rustls: no explicit nonce, nothing to correct.
-        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => sys::set_ktls_crypto(
-            fd,
-            dir,
-            &libc::tls12_crypto_info_chacha20_poly1305 {
-                info: libc::tls_crypto_info {
-                    cipher_type: libc::TLS_CIPHER_CHACHA20_POLY1305,
-                    ..info
-                },
-                iv: iv.as_ref().try_into().map_err(|_| bad())?,
-                key: key.as_ref().try_into().map_err(|_| bad())?,
-                salt: [],
-                rec_seq,
-            },
-        ),
-        _ => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "cipher not offloadable",
-        )),
-    }
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => KernelKeys::Chacha20Poly1305 {
+            key: key.as_ref().try_into().map_err(|_| bad())?,
+            iv: iv.as_ref().try_into().map_err(|_| bad())?,
+        },
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "cipher not offloadable",
+            ))
+        }
+    };
+    let version = if tls13 {
+        libc::TLS_1_3_VERSION
+    } else {
+        libc::TLS_1_2_VERSION
+    };
+    keys.install(fd, dir, version, seq)
 }
 
 #[cfg(test)]

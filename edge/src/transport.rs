@@ -380,8 +380,9 @@ pub struct RustlsTransport {
     stream: RustlsStream,
     pool: Arc<BufferPool>,
     pace: Pace,
-    /// A head written with `more`, waiting for its body.
-    held_head: Vec<u8>,
+    /// A pooled body buffer whose first `.1` bytes are a head written with `more`,
+    /// waiting for the body to fill the rest.
+    held: Option<(Box<[u8]>, usize)>,
 }
 
 impl RustlsTransport {
@@ -391,7 +392,7 @@ impl RustlsTransport {
             stream,
             pool,
             pace: Pace::new(limits),
-            held_head: Vec::new(),
+            held: None,
         }
     }
 
@@ -421,46 +422,37 @@ impl Transport for RustlsTransport {
     async fn write_head(&mut self, head: &[u8], more: bool) -> io::Result<()> {
         self.pace.begin();
         if more {
-            self.held_head.clear();
-            self.held_head.extend_from_slice(head);
-            return Ok(());
+            let mut buf = self.pool.get();
+            if head.len() <= buf.len() / 2 {
+                buf[..head.len()].copy_from_slice(head);
+                self.held = Some((buf, head.len()));
+                return Ok(());
+            }
+            // A head too large to share a buffer goes alone; the body follows.
+            self.pool.put(buf);
+            return self.write_timed(head).await;
         }
         self.write_timed(head).await?;
         self.flush_timed().await
     }
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        let mut buf = self.pool.get();
+        // The first chunk carries the held head in front of the body.
+        let (mut buf, mut used) = self.held.take().unwrap_or_else(|| (self.pool.get(), 0));
         let mut off = offset;
         let end = offset + len;
         let result = async {
-            // The first chunk carries the held head in front of the body.
-            let mut head_len = self.held_head.len().min(buf.len() / 2);
-            if head_len < self.held_head.len() {
-                // A head larger than half the buffer goes on its own.
-                let head = std::mem::take(&mut self.held_head);
-                let r = self.write_timed(&head).await;
-                self.held_head = head;
-                r?;
-                head_len = 0;
-            } else {
-                buf[..head_len].copy_from_slice(&self.held_head);
-            }
-            self.held_head.clear();
             while off < end {
-                let want = ((end - off) as usize).min(buf.len() - head_len);
-                let n = file.read_at(&mut buf[head_len..head_len + want], off)?;
+                let want = ((end - off) as usize).min(buf.len() - used);
+                let n = file.read_at(&mut buf[used..used + want], off)?;
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "file shorter than its length",
                     ));
                 }
-                self.write_timed(&buf[..head_len + n]).await?;
+                self.write_timed(&buf[..used + n]).await?;
                 off += n as u64;
-                head_len = 0;
-            }
-            if head_len > 0 {
-                self.write_timed(&buf[..head_len]).await?;
+                used = 0;
             }
             self.flush_timed().await
         }

@@ -3,12 +3,12 @@
 //! file that cannot be opened for lack of descriptors is 503 (a server condition,
 //! never 500), and the server serves normally once descriptors are free again.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edge_tests::{edge_bin, listening_addr, write_binary_config, TempDir};
+use edge_tests::{edge_bin, listening_addr, status_line_by, write_binary_config, TempDir};
 
 /// Kills the server when the test ends, however it ends.
 struct Server(Child);
@@ -30,22 +30,6 @@ fn cpu_ticks(pid: u32) -> u64 {
         .split_whitespace()
         .collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-/// The status line of the one response on `s`, or what went wrong.
-fn status(s: &mut TcpStream) -> Result<String, String> {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) => return Err(format!("closed after {got:?}")),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    let text = String::from_utf8_lossy(&got);
-    Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
 #[test]
@@ -84,7 +68,8 @@ fn past_the_open_file_limit_the_server_waits_without_spinning_then_recovers() {
     first
         .write_all(b"GET /ok.ts HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    let answer = status(&mut first).expect("the accepted connection is answered");
+    let answer = status_line_by(&mut first, Instant::now() + Duration::from_secs(5))
+        .expect("the accepted connection is answered");
     assert!(
         answer.starts_with("HTTP/1.1 503"),
         "no descriptor left to open the file: want 503, got {answer}"
@@ -108,7 +93,7 @@ fn past_the_open_file_limit_the_server_waits_without_spinning_then_recovers() {
         let mut c = TcpStream::connect(http).unwrap();
         c.write_all(b"GET /ok.ts HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
-        match status(&mut c) {
+        match status_line_by(&mut c, Instant::now() + Duration::from_secs(5)) {
             Ok(s) if s.starts_with("HTTP/1.1 200") => break,
             other => {
                 assert!(

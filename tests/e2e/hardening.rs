@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_tests::{
-    client_config, edge_bin, listening_addr, pattern, tls_handshake, write_binary_config, Client,
-    Response, TempDir, TestServer,
+    client_config, edge_bin, listening_addr, pattern, status_line_by, tls_handshake,
+    write_binary_config, Client, Response, TempDir, TestServer,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
@@ -177,32 +177,6 @@ impl Drop for EdgeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Reads a response head from `s` until `deadline`; the status line, or why none came.
-fn status_line_by(s: &mut std::net::TcpStream, deadline: Instant) -> Result<String, String> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        s.set_read_timeout(Some(left.max(Duration::from_millis(10))))
-            .unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => return Err(format!("EOF after {} bytes", got.len())),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err("no response within 2 s".into())
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    let text = String::from_utf8_lossy(&got);
-    Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
 #[test]

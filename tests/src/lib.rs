@@ -339,6 +339,37 @@ pub fn edge_bin() -> PathBuf {
     p
 }
 
+/// Reads a response head from a blocking `s` until `deadline`: its status line, or
+/// why none came (EOF, an error, the deadline).
+pub fn status_line_by(
+    s: &mut std::net::TcpStream,
+    deadline: std::time::Instant,
+) -> Result<String, String> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        s.set_read_timeout(Some(left.max(std::time::Duration::from_millis(10))))
+            .map_err(|e| e.to_string())?;
+        match s.read(&mut buf) {
+            Ok(0) => return Err(format!("EOF after {} bytes", got.len())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err("no response before the deadline".into())
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
 /// Writes `dir/edge.toml` for a run of the real binary: every listener on an
 /// ephemeral loopback port, state in `dir/state`, content from `root`; `server_extra`
 /// is appended to the `[server]` table.
