@@ -20,7 +20,6 @@ use std::time::Duration;
 use rustls::HandshakeKind;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -187,7 +186,7 @@ impl Running {
 
 struct ServerCtx {
     conn: ConnShared,
-    acceptor: TlsAcceptor,
+    tls_config: Arc<rustls::ServerConfig>,
     ktls: KtlsSupport,
     ktls_max_bytes: u64,
     pool: Arc<BufferPool>,
@@ -276,7 +275,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             limits: limits.clone(),
             metrics: metrics.clone(),
         },
-        acceptor: TlsAcceptor::from(tls_config),
+        tls_config,
         ktls: ktls.clone(),
         ktls_max_bytes: config.tls.ktls_max_bytes_per_connection.get(),
         pool: Arc::new(BufferPool::new(
@@ -461,7 +460,7 @@ async fn handshake(
 async fn serve_tls(stream: TcpStream, ctx: &ServerCtx) -> Option<CloseReason> {
     let metrics = &ctx.conn.metrics;
     let limits = &ctx.conn.limits;
-    let accept = handshake(ktls::CorkStream::new(stream), ctx.acceptor.config().clone());
+    let accept = handshake(ktls::CorkStream::new(stream), ctx.tls_config.clone());
     let tls = match tokio::time::timeout(limits.tls_handshake_timeout, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {

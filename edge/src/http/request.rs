@@ -138,10 +138,8 @@ pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, Htt
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
         Err(httparse::Error::Version) => {
             // httparse knows HTTP/1.0 and 1.1 only; a later 1.x minor is served as
-            // 1.1 (RFC 9110 2.5), another major gets 505.
-            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
-            let headers = &mut storage[..limits.max_headers.min(MAX_HEADERS_CEILING)];
-            return parse_later_minor(buf, limits, headers);
+            // 1.1 (RFC 9110 2.5), another major gets 505. The header array is reused.
+            return parse_later_minor(buf, limits, req.headers);
         }
         Err(_) => return Err(HttpError::MalformedHead),
     };
