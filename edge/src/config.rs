@@ -255,6 +255,76 @@ pub struct RawConfig {
     cors: RawCors,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    manifests: RawManifests,
+    #[serde(default)]
+    streams: Vec<RawStream>,
+}
+
+/// The `[manifests]` table as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawManifests {
+    keys_file: Option<PathBuf>,
+    max_hold_ms: u64,
+    max_held_requests: usize,
+}
+
+impl Default for RawManifests {
+    fn default() -> Self {
+        Self {
+            keys_file: None,
+            max_hold_ms: 6000,
+            max_held_requests: 10_000,
+        }
+    }
+}
+
+/// One `[[streams]]` entry as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    name: String,
+    source: PathBuf,
+    #[serde(default)]
+    live: bool,
+    #[serde(default = "default_dvr_window_secs")]
+    dvr_window_secs: u64,
+    #[serde(default)]
+    epoch_secs: u64,
+    #[serde(default)]
+    signed: bool,
+}
+
+fn default_dvr_window_secs() -> u64 {
+    30
+}
+
+/// Longest `streams.dvr_window_secs`: a week.
+pub const MAX_DVR_WINDOW_SECS: u64 = 7 * 86_400;
+
+/// A validated `[[streams]]` entry: a packaged folder published at `/streams/NAME/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// URL-safe name.
+    pub name: String,
+    /// The packaged folder `edge ingest` reads.
+    pub source: PathBuf,
+    /// `Some((epoch in Unix ms, DVR window in ms))` for a looping live channel.
+    pub live: Option<(u64, u64)>,
+    /// Whether requests need a signed token.
+    pub signed: bool,
+}
+
+/// Validated `[manifests]` settings.
+#[derive(Debug, Clone)]
+pub struct ManifestSettings {
+    /// The signed-URL key file (required when a stream is signed).
+    pub keys_file: Option<PathBuf>,
+    /// Longest time an LL-HLS blocking playlist request is held.
+    pub max_hold: Duration,
+    /// Most requests held at once; beyond, a blocking request is answered at once.
+    pub max_held_requests: usize,
 }
 
 /// Validated limits. Each is documented in `edge.example.toml`.
@@ -345,6 +415,10 @@ pub struct Config {
     pub cors: Cors,
     /// File holding the admin bearer token; `None` = `state_dir/admin.token`, generated.
     pub admin_token_file: Option<PathBuf>,
+    /// Manifest settings.
+    pub manifests: ManifestSettings,
+    /// Published streams.
+    pub streams: Vec<StreamConfig>,
 }
 
 impl Config {
@@ -664,7 +738,82 @@ impl RawConfig {
             preflight_max_age: Duration::from_secs(c.preflight_max_age_secs.min(86_400 * 7)),
         };
 
+        let m = self.manifests;
+        if !(100..=60_000).contains(&m.max_hold_ms) {
+            return Err(invalid(
+                "manifests.max_hold_ms",
+                format!("{} is out of range: use 100..=60000", m.max_hold_ms),
+            ));
+        }
+        if m.max_held_requests > 1_000_000 {
+            return Err(invalid(
+                "manifests.max_held_requests",
+                format!("{} is out of range: use 0..=1000000", m.max_held_requests),
+            ));
+        }
+        let manifests = ManifestSettings {
+            keys_file: m.keys_file,
+            max_hold: Duration::from_millis(m.max_hold_ms),
+            max_held_requests: m.max_held_requests,
+        };
+        let mut streams: Vec<StreamConfig> = Vec::with_capacity(self.streams.len());
+        for (i, st) in self.streams.into_iter().enumerate() {
+            if !manifest::model::url_safe(&st.name, 64) {
+                return Err(invalid(
+                    "streams.name",
+                    format!(
+                        "stream {}: `{}` must be 1..=64 characters of [A-Za-z0-9_-]",
+                        i + 1,
+                        st.name
+                    ),
+                ));
+            }
+            if streams.iter().any(|o| o.name == st.name) {
+                return Err(invalid(
+                    "streams.name",
+                    format!("stream `{}` is configured twice", st.name),
+                ));
+            }
+            if st.source.as_os_str().is_empty() {
+                return Err(invalid(
+                    "streams.source",
+                    format!("stream `{}`: the source folder is empty", st.name),
+                ));
+            }
+            if st.live && !(1..=MAX_DVR_WINDOW_SECS).contains(&st.dvr_window_secs) {
+                return Err(invalid(
+                    "streams.dvr_window_secs",
+                    format!(
+                        "stream `{}`: {} is out of range: use 1..={MAX_DVR_WINDOW_SECS}",
+                        st.name, st.dvr_window_secs
+                    ),
+                ));
+            }
+            if st.epoch_secs > 4_102_444_800 {
+                return Err(invalid(
+                    "streams.epoch_secs",
+                    format!("stream `{}`: {} is after the year 2100", st.name, st.epoch_secs),
+                ));
+            }
+            if st.signed && manifests.keys_file.is_none() {
+                return Err(invalid(
+                    "manifests.keys_file",
+                    format!("stream `{}` is signed but no key file is configured", st.name),
+                ));
+            }
+            streams.push(StreamConfig {
+                name: st.name,
+                source: st.source,
+                live: st
+                    .live
+                    .then_some((st.epoch_secs * 1000, st.dvr_window_secs * 1000)),
+                signed: st.signed,
+            });
+        }
+
         Ok(Config {
+            manifests,
+            streams,
             tls_listen,
             http_listen,
             admin_listen,

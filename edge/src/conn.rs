@@ -116,14 +116,50 @@ pub async fn serve<T: Transport>(
         let wants_more = head.keep_alive() && served < limits.max_requests_per_connection.get();
         let keep_alive = wants_more && !shutdown.is_cancelled();
         let budget = t.byte_budget();
-        let plan = handler::respond(
+        let mut plan = handler::respond(
             &head,
             &buf[..filled],
             &shared.site,
             &mut scratch,
             keep_alive,
             budget,
+            true,
         );
+        if let Some(until_ms) = plan.hold_until_ms {
+            // An LL-HLS blocking playlist request: wait on a timer (no thread, no
+            // polling) until its segment is complete or the hold limit passes,
+            // then answer. Shutdown answers at once.
+            let catalog = &*shared.site.catalog;
+            let slot = catalog.hold();
+            let limit = Instant::now() + catalog.max_hold;
+            let mut may_hold = slot.is_some();
+            loop {
+                if may_hold {
+                    let wait = until_ms.saturating_sub(crate::streams::now_ms());
+                    let wake = (Instant::now() + std::time::Duration::from_millis(wait)).min(limit);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => may_hold = false,
+                        _ = tokio::time::sleep_until(wake) => may_hold = Instant::now() < limit,
+                    }
+                }
+                plan = handler::respond(
+                    &head,
+                    &buf[..filled],
+                    &shared.site,
+                    &mut scratch,
+                    keep_alive && !shutdown.is_cancelled(),
+                    budget,
+                    may_hold,
+                );
+                match plan.hold_until_ms {
+                    // The clock said complete but the window did not move yet
+                    // (rounding): wait again, bounded by the limit.
+                    Some(_) => may_hold = may_hold && Instant::now() < limit,
+                    None => break,
+                }
+            }
+            drop(slot);
+        }
         let body_in_buf = (filled - head.head_len).min(head.content_length as usize);
         let consumed = head.head_len + body_in_buf;
         let mut body_left = head.content_length - body_in_buf as u64;
@@ -184,6 +220,10 @@ async fn send<T: Transport>(
         Body::None => t.write_head(&scratch.head, false).await,
         Body::Static(b) => {
             scratch.head.extend_from_slice(b);
+            t.write_head(&scratch.head, false).await
+        }
+        Body::Generated(n) => {
+            scratch.head.extend_from_slice(&scratch.body[..*n]);
             t.write_head(&scratch.head, false).await
         }
         Body::File { file, offset, len } => match t.write_head(&scratch.head, true).await {

@@ -26,13 +26,51 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-/// Builds the demo's validated configuration.
+/// The demo's published streams: (name, folder under `content/`, live, signed).
+pub const STREAMS: [(&str, &str, bool, bool); 6] = [
+    ("vod-ts", "hls_ts", false, false),
+    ("vod-fmp4", "hls_fmp4", false, false),
+    ("vod", "dash", false, false),
+    ("live", "dash", true, false),
+    ("live-ts", "hls_ts", true, false),
+    ("signed", "dash", false, true),
+];
+
+/// The demo's DVR window.
+pub const DVR_WINDOW_SECS: u64 = 60;
+
+/// The key file the demo signs URLs with (generated 0600 in the state directory).
+pub fn keys_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("url-signing.keys")
+}
+
+/// Writes a fresh signing key file unless one exists.
+pub fn ensure_keys(state_dir: &Path) -> Result<(), crate::tls::TlsError> {
+    let path = keys_file(state_dir);
+    if path.exists() {
+        return Ok(());
+    }
+    crate::tls::ensure_private_dir(state_dir)?;
+    let mut secret = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut secret)
+        .map_err(|_| crate::tls::TlsError::Generate("no randomness for the signing key".into()))?;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    crate::tls::write_secret_file(&path, format!("demo {hex}\n").as_bytes())
+}
+
+/// Builds the demo's validated configuration: the bundled site as files, and the
+/// clip published as generated VOD and simulated live streams. `epoch_secs` is when
+/// the live channels started (the demo uses an hour before start-up, so a full DVR
+/// window exists at once).
 pub fn config(
     tls_listen: SocketAddr,
     http_listen: Option<SocketAddr>,
     admin_listen: SocketAddr,
     root: &Path,
     state_dir: &Path,
+    epoch_secs: u64,
 ) -> Result<Config, ConfigError> {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let mut text = format!(
@@ -48,21 +86,49 @@ pub fn config(
         "[content]\nroot = {}\n",
         q(&root.to_string_lossy())
     ));
+    text.push_str(&format!(
+        "[manifests]\nkeys_file = {}\n",
+        q(&keys_file(state_dir).to_string_lossy())
+    ));
+    for (name, folder, live, signed) in STREAMS {
+        let source = root.join("content").join(folder);
+        text.push_str(&format!(
+            "[[streams]]\nname = {}\nsource = {}\nlive = {live}\nsigned = {signed}\ndvr_window_secs = {DVR_WINDOW_SECS}\nepoch_secs = {epoch_secs}\n",
+            q(name),
+            q(&source.to_string_lossy()),
+        ));
+    }
     Config::from_toml(&text, Path::new("<edge demo>"))
 }
 
-/// The lines `edge demo` prints once it listens.
-pub fn banner(tls: SocketAddr, admin: SocketAddr, root: &Path, state_dir: &Path) -> String {
+/// The lines `edge demo` prints once it listens; `signed_path` is a signed URL path
+/// for the `signed` stream.
+pub fn banner(
+    tls: SocketAddr,
+    admin: SocketAddr,
+    root: &Path,
+    state_dir: &Path,
+    signed_path: &str,
+) -> String {
     let base = format!("https://{tls}");
+    let hls = |p: &str| format!("{base}/player.html?lib=hlsjs&src={p}");
+    let dash = |p: &str| format!("{base}/player.html?lib=dashjs&src={p}");
     [
         format!("edge demo: serving {}", root.display()),
-        format!("  player page:  {base}/"),
-        format!("  HLS (TS):     {base}/player.html?lib=hlsjs&src=/content/hls_ts/master.m3u8"),
-        format!("  HLS (fMP4):   {base}/player.html?lib=hlsjs&src=/content/hls_fmp4/master.m3u8"),
-        format!("  DASH:         {base}/player.html?lib=dashjs&src=/content/dash/manifest.mpd"),
-        format!("  manifests:    {base}/content/hls_ts/master.m3u8  {base}/content/dash/manifest.mpd"),
+        format!("  player page:      {base}/"),
+        "  generated manifests (the clip ingested at start-up):".to_string(),
+        format!("  VOD HLS (TS):     {}", hls("/streams/vod-ts/master.m3u8")),
+        format!("  VOD HLS (fMP4):   {}", hls("/streams/vod-fmp4/master.m3u8")),
+        format!("  VOD DASH:         {}", dash("/streams/vod/manifest.mpd")),
+        format!("  live HLS (fMP4):  {}", hls("/streams/live/master.m3u8")),
+        format!("  live HLS (TS):    {}", hls("/streams/live-ts/master.m3u8")),
+        format!("  live DASH:        {}", dash("/streams/live/manifest.mpd")),
+        format!("  signed HLS:       {}", hls(signed_path)),
+        "  ffmpeg's own files, served as files:".to_string(),
+        format!("  HLS (TS):         {}", hls("/content/hls_ts/master.m3u8")),
+        format!("  DASH:             {}", dash("/content/dash/manifest.mpd")),
         format!(
-            "  metrics:      curl -H \"Authorization: Bearer $(cat {}/admin.token)\" http://{admin}/metrics",
+            "  metrics:          curl -H \"Authorization: Bearer $(cat {}/admin.token)\" http://{admin}/metrics",
             state_dir.display()
         ),
         "The certificate is self-signed (kept in the state directory): accept the browser's warning once, or use curl -k."
@@ -82,10 +148,12 @@ mod tests {
             "127.0.0.1:8443".parse().unwrap(),
             None,
             "127.0.0.1:9090".parse().unwrap(),
-            Path::new("/tmp/x \"quoted\""),
+            &bundled_root(),
             Path::new("/tmp/state"),
+            0,
         )
         .unwrap();
-        assert_eq!(c.content_root, Path::new("/tmp/x \"quoted\""));
+        assert_eq!(c.content_root, bundled_root());
+        assert_eq!(c.streams.len(), STREAMS.len());
     }
 }

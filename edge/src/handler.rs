@@ -26,6 +26,7 @@ use crate::http::range::{self, RangeOutcome};
 use crate::http::request::{valid_authority, Method, RequestHead};
 use crate::http::response::HeadWriter;
 use crate::http::{self, HttpError};
+use crate::streams::{self, Catalog};
 use crate::sys::{self, Resolve};
 
 /// What the handler needs to know about the site.
@@ -39,6 +40,8 @@ pub struct Site {
     pub symlinks: SymlinkPolicy,
     /// CORS policy.
     pub cors: Cors,
+    /// Published streams (`/streams/...`); empty unless `[[streams]]` are configured.
+    pub catalog: Arc<Catalog>,
 }
 
 impl Site {
@@ -54,7 +57,14 @@ impl Site {
             root_dir: Arc::new(dir.into()),
             symlinks,
             cors,
+            catalog: Arc::new(Catalog::empty()),
         })
+    }
+
+    /// The same site, publishing `catalog` under `/streams/`.
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
+        self.catalog = catalog;
+        self
     }
 }
 
@@ -69,6 +79,10 @@ pub struct Scratch {
     resolved: Vec<u8>,
     /// The response head being built.
     pub head: Vec<u8>,
+    /// A generated body (playlists, MPDs), sent after the head.
+    pub body: Vec<u8>,
+    /// Text scratch for rendering.
+    text: String,
 }
 
 /// The body to send after the head.
@@ -78,6 +92,8 @@ pub enum Body {
     None,
     /// A short static body (error texts).
     Static(&'static [u8]),
+    /// A generated body, in [`Scratch::body`].
+    Generated(usize),
     /// `len` bytes of `file` from `offset`.
     File {
         /// The open file.
@@ -95,6 +111,7 @@ impl Body {
         match self {
             Body::None => 0,
             Body::Static(b) => b.len() as u64,
+            Body::Generated(n) => *n as u64,
             Body::File { len, .. } => *len,
         }
     }
@@ -114,6 +131,20 @@ pub struct Plan {
     pub body: Body,
     /// Whether the connection closes after this response (`Connection: close` was sent).
     pub close: bool,
+    /// Nothing was written: hold the request until this time (Unix milliseconds),
+    /// then ask again (an LL-HLS blocking playlist request).
+    pub hold_until_ms: Option<u64>,
+}
+
+impl Plan {
+    fn new(status: u16, body: Body, close: bool) -> Self {
+        Self {
+            status,
+            body,
+            close,
+            hold_until_ms: None,
+        }
+    }
 }
 
 /// Builds the response to `req` (whose spans index `raw`).
@@ -122,7 +153,9 @@ pub struct Plan {
 /// as the caller is concerned (client's wish, request cap, shutdown); `byte_budget`
 /// is how many body bytes the transport may still send before it must close (the kTLS
 /// per-connection cap; `u64::MAX` elsewhere). A response whose body exceeds the
-/// budget is still sent whole, then the connection closes.
+/// budget is still sent whole, then the connection closes. `may_hold` says whether a
+/// blocking playlist request may still be held (see [`Plan::hold_until_ms`]).
+#[allow(clippy::too_many_arguments)]
 pub fn respond(
     req: &RequestHead,
     raw: &[u8],
@@ -130,9 +163,20 @@ pub fn respond(
     scratch: &mut Scratch,
     keep_alive: bool,
     byte_budget: u64,
+    may_hold: bool,
 ) -> Plan {
     let origin = req.origin.clone().map(|s| &raw[s]);
     match route(req, raw, site, scratch) {
+        Ok(Routed::Manifest) => manifest_response(
+            req,
+            raw,
+            site,
+            scratch,
+            origin,
+            keep_alive,
+            byte_budget,
+            may_hold,
+        ),
         Ok(Routed::File(found)) => file_response(
             req,
             raw,
@@ -164,6 +208,7 @@ pub fn respond(
                 status: 204,
                 body: Body::None,
                 close: !keep_alive,
+                hold_until_ms: None,
             }
         }
         Err(e) => error_response(e, req.method(), origin, site, scratch, keep_alive, None),
@@ -219,11 +264,13 @@ pub fn error_response(
         status,
         body,
         close,
+        hold_until_ms: None,
     }
 }
 
 enum Routed {
     File(Found),
+    Manifest,
     Options { preflight: bool },
 }
 
@@ -269,6 +316,11 @@ fn route(
         Method::Other => Err(HttpError::MethodNotAllowed),
         Method::Get | Method::Head => {
             http::path::normalise(target, &mut scratch.rel)?;
+            if !site.catalog.is_empty()
+                && manifest::policy::split_path(&scratch.rel).is_some()
+            {
+                return Ok(Routed::Manifest);
+            }
             open_under(site, scratch).map(Routed::File)
         }
     }
@@ -416,6 +468,7 @@ fn file_response(
                 Body::Static(body)
             },
             close: !keep_alive,
+            hold_until_ms: None,
         };
     }
     let not_modified = match req.if_none_match.clone() {
@@ -443,6 +496,7 @@ fn file_response(
             status: 304,
             body: Body::None,
             close: !keep_alive,
+            hold_until_ms: None,
         };
     }
 
@@ -498,6 +552,7 @@ fn file_response(
         status,
         body,
         close,
+        hold_until_ms: None,
     }
 }
 
@@ -888,4 +943,136 @@ mod tests {
         assert!(p.close);
         assert!(String::from_utf8_lossy(&scratch.head).contains("Connection: close"));
     }
+}
+
+/// The query string of a request target (after `?`, before any `#`).
+fn query_of(target: &[u8]) -> &[u8] {
+    let Some(q) = target.iter().position(|&b| b == b'?') else {
+        return b"";
+    };
+    let q = &target[q + 1..];
+    match q.iter().position(|&b| b == b'#') {
+        Some(h) => &q[..h],
+        None => q,
+    }
+}
+
+/// Answers a request under `/streams/` (or `/s/TOKEN/streams/`): asks the
+/// signalling policy, then renders a manifest, serves a segment file, holds the
+/// request, or refuses it with the policy's 4xx. No answer here closes the
+/// connection.
+#[allow(clippy::too_many_arguments)]
+fn manifest_response(
+    req: &RequestHead,
+    raw: &[u8],
+    site: &Site,
+    scratch: &mut Scratch,
+    origin: Option<&[u8]>,
+    keep_alive: bool,
+    byte_budget: u64,
+    may_hold: bool,
+) -> Plan {
+    let catalog = &*site.catalog;
+    let now_ms = streams::now_ms();
+    let name = manifest::policy::split_path(&scratch.rel).map_or("", |(_, n, _)| n);
+    let entry = catalog.get(name);
+    let request = manifest::Request {
+        path: &scratch.rel,
+        query: query_of(&raw[req.target.clone()]),
+        may_hold,
+    };
+    let decision = manifest::decide(
+        &request,
+        entry.map(|e| &e.published),
+        catalog.keys(),
+        now_ms,
+    );
+    let Some(entry) = entry else {
+        return refusal(req, site, scratch, origin, keep_alive, manifest::Refusal::Unknown);
+    };
+    let p = &entry.published;
+    match decision {
+        manifest::Decision::Refuse(r) => refusal(req, site, scratch, origin, keep_alive, r),
+        manifest::Decision::Hold { until_ms } => Plan {
+            status: 0,
+            body: Body::None,
+            close: false,
+            hold_until_ms: Some(until_ms),
+        },
+        manifest::Decision::Init { rendition } | manifest::Decision::Segment { rendition, .. } => {
+            let r = &p.stream.renditions[rendition];
+            let file = match decision {
+                manifest::Decision::Segment { index, .. } => &r.segments[index].file,
+                _ => r.init.as_deref().unwrap_or_default(),
+            };
+            scratch.rel.clear();
+            scratch.rel.push_str(file);
+            match open_under(&entry.site, scratch) {
+                Ok(found) => file_response(
+                    req,
+                    raw,
+                    &entry.site,
+                    scratch,
+                    found,
+                    origin,
+                    keep_alive,
+                    byte_budget,
+                ),
+                // The folder changed behind the edge's back: answer as for any file.
+                Err(e) => error_response(e, req.method(), origin, site, scratch, keep_alive, None),
+            }
+        }
+        d => {
+            let mut body = std::mem::take(&mut scratch.body);
+            let rendered = streams::render(p, &d, now_ms, &mut body, &mut scratch.text);
+            scratch.body = body;
+            let Some(kind) = rendered else {
+                return refusal(req, site, scratch, origin, keep_alive, manifest::Refusal::Unknown);
+            };
+            catalog.generated();
+            let cache_control = d.cache_control(p);
+            let len = scratch.body.len();
+            let mut w = HeadWriter::start(&mut scratch.head, 200);
+            w.header("Content-Type", kind.content_type())
+                .header_u64("Content-Length", len as u64)
+                .header("Cache-Control", cache_control.as_bytes());
+            cors_headers(&mut w, origin, &site.cors);
+            connection_header(&mut w, keep_alive);
+            w.finish();
+            let body = if req.method() == Method::Head {
+                Body::None
+            } else {
+                Body::Generated(len)
+            };
+            Plan::new(200, body, !keep_alive)
+        }
+    }
+}
+
+/// A deliberate 4xx of the signalling policy: its status, Cache-Control and CORS,
+/// and the connection kept open.
+fn refusal(
+    req: &RequestHead,
+    site: &Site,
+    scratch: &mut Scratch,
+    origin: Option<&[u8]>,
+    keep_alive: bool,
+    r: manifest::Refusal,
+) -> Plan {
+    site.catalog.refused(r);
+    let status = r.status();
+    let text = r.text().as_bytes();
+    let mut w = HeadWriter::start(&mut scratch.head, status);
+    w.header("Content-Type", b"text/plain; charset=utf-8")
+        .header("Cache-Control", r.cache_control().as_bytes())
+        .header_u64("Content-Length", text.len() as u64);
+    cors_headers(&mut w, origin, &site.cors);
+    connection_header(&mut w, keep_alive);
+    w.finish();
+    let body = if req.method() == Method::Head {
+        Body::None
+    } else {
+        Body::Static(text)
+    };
+    Plan::new(status, body, !keep_alive)
 }

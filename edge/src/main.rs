@@ -28,6 +28,33 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Build a stream description from a packaged folder (HLS master playlist or DASH
+    /// MPD), checking every segment; prints it as JSON (or writes it to --out).
+    Ingest {
+        /// The packaged folder.
+        dir: PathBuf,
+        /// The stream's name [default: the folder's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the JSON description here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print a signed URL path for a stream (`manifests.keys_file` format).
+    Sign {
+        /// The key file (`KEYID HEX-SECRET` lines; the first key signs).
+        #[arg(long)]
+        keys: PathBuf,
+        /// The stream's name.
+        #[arg(long)]
+        stream: String,
+        /// Seconds the token stays valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// The path inside the stream to print.
+        #[arg(long, default_value = "master.m3u8")]
+        path: String,
+    },
     /// Serve the bundled demo clip (HLS TS, HLS fMP4, DASH) and player on loopback.
     Demo {
         /// TLS listen address.
@@ -83,10 +110,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         },
                     )?;
                 }
+                let catalog = edge::streams::Catalog::build(&c)?;
+                if !catalog.is_empty() {
+                    println!("{}: streams OK: {}", config.display(), catalog.names().join(", "));
+                }
                 println!("{}: configuration OK", config.display());
                 return Ok(());
             }
             (c, false)
+        }
+        Command::Ingest { dir, name, out } => {
+            let name = name.unwrap_or_else(|| {
+                dir.canonicalize()
+                    .ok()
+                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_default()
+            });
+            let stream = edge::ingest::ingest(&dir, &name)?;
+            let json = serde_json::to_string_pretty(&stream)?;
+            let p = stream.primary();
+            let total_us = p.ticks_to_us(p.segments.iter().map(|s| s.duration).sum());
+            eprintln!(
+                "edge ingest: stream `{}`: {:?}, {} rendition(s), {} segments, {:.3} s",
+                stream.name,
+                stream.container,
+                stream.renditions.len(),
+                stream.segment_count(),
+                total_us as f64 / 1e6
+            );
+            match out {
+                Some(f) => std::fs::write(&f, json + "\n")
+                    .with_context(|| format!("writing {}", f.display()))?,
+                None => println!("{json}"),
+            }
+            return Ok(());
+        }
+        Command::Sign {
+            keys,
+            stream,
+            ttl,
+            path,
+        } => {
+            let text = std::fs::read_to_string(&keys)
+                .with_context(|| format!("reading {}", keys.display()))?;
+            let k = manifest::token::SigningKeys::parse(&text)
+                .with_context(|| format!("{}", keys.display()))?;
+            let expires = edge::streams::now_ms() / 1000 + ttl;
+            let token = k.sign(&format!("/streams/{stream}/"), expires);
+            println!("/s/{token}/streams/{stream}/{path}");
+            return Ok(());
         }
         Command::Demo {
             listen,
@@ -97,8 +169,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let root = root.unwrap_or_else(edge::demo::bundled_root);
             let state_dir = state_dir.unwrap_or_else(edge::demo::default_state_dir);
+            edge::demo::ensure_keys(&state_dir)?;
+            let epoch = (edge::streams::now_ms() / 1000).saturating_sub(3600) / 60 * 60;
             (
-                edge::demo::config(listen, http_listen, admin_listen, &root, &state_dir)?,
+                edge::demo::config(listen, http_listen, admin_listen, &root, &state_dir, epoch)?,
                 true,
             )
         }
@@ -131,9 +205,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!(threads, "serving");
         println!("{}", running.listening_line());
         if demo {
+            let keys = std::fs::read_to_string(edge::demo::keys_file(&state_dir))?;
+            let keys = manifest::token::SigningKeys::parse(&keys)?;
+            // A day's validity: the page can be reloaded all session.
+            let expires = edge::streams::now_ms() / 1000 + 86_400;
+            let token = keys.sign("/streams/signed/", expires);
+            let signed = format!("/s/{token}/streams/signed/master.m3u8");
             println!(
                 "{}",
-                edge::demo::banner(running.tls_addr, running.admin_addr, &root, &state_dir)
+                edge::demo::banner(
+                    running.tls_addr,
+                    running.admin_addr,
+                    &root,
+                    &state_dir,
+                    &signed
+                )
             );
         }
         tokio::spawn(wait_for_signals(shutdown));

@@ -26,6 +26,7 @@ use tracing::Instrument as _;
 
 use crate::config::{Config, KtlsMode};
 use crate::conn::{self, ConnShared};
+use crate::streams::Catalog;
 use crate::handler::Site;
 use crate::metrics::{CloseReason, KtlsSetupFailure, Metrics};
 use crate::offload::{self, Handover, KtlsSupport};
@@ -55,6 +56,9 @@ pub enum StartError {
     /// A worker thread could not start (`server.worker_threads`).
     #[error("server.worker_threads: {0}")]
     Worker(String),
+    /// A published stream or the signing keys (`[[streams]]`, `[manifests]`).
+    #[error(transparent)]
+    Streams(#[from] crate::streams::CatalogError),
     /// The content root is not a readable directory.
     #[error("content.root {path}: {reason}")]
     ContentRoot {
@@ -226,6 +230,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let metrics = Arc::new(Metrics::new());
     metrics.ktls_enabled.set(i64::from(ktls.any()));
+    let catalog = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Catalog::build(&config))
+            .await
+            .map_err(|_| StartError::Worker("ingesting streams panicked".into()))??
+    };
+    catalog.register(metrics.registry());
+    if !catalog.is_empty() {
+        tracing::info!(streams = ?catalog.names(), "publishing streams under /streams/");
+    }
+    let site = site.with_catalog(Arc::new(catalog));
 
     let tls_listener = bind_exclusive(config.tls_listen, "server.tls_listen")?;
     let http_listener = match config.http_listen {

@@ -1,0 +1,367 @@
+//! The published streams (`[[streams]]`): ingested at start-up into a catalog the
+//! handler asks for `/streams/...` and `/s/TOKEN/streams/...`, the signing keys,
+//! the hold accounting of LL-HLS blocking requests, and the counters of the
+//! signalling policy's answers.
+//!
+//! Deciding what to answer is [`manifest::decide`]'s job; this module renders
+//! manifests into the connection's scratch buffer and names the segment file the
+//! handler then serves like any other file (same body paths, ranges, limits).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use manifest::policy::Refusal;
+use manifest::token::SigningKeys;
+use manifest::{dash, hls, Decision, Live, Published};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::config::{Config, SymlinkPolicy};
+use crate::handler::Site;
+
+/// Why the catalog could not be built; names the stream or the key file.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// A stream's folder did not ingest.
+    #[error("{0}")]
+    Stream(#[from] manifest::DescriptionError),
+    /// A stream's folder could not be opened for serving.
+    #[error("stream `{name}`: source {path}: {reason}")]
+    Source {
+        /// The stream.
+        name: String,
+        /// The folder.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key file could not be read or parsed.
+    #[error("manifests.keys_file {path}: {reason}")]
+    Keys {
+        /// The file.
+        path: String,
+        /// What is wrong (never a secret).
+        reason: String,
+    },
+}
+
+/// One published stream and the folder its files are served from.
+#[derive(Debug)]
+pub struct Entry {
+    /// The stream, its clock and settings.
+    pub published: Published,
+    /// The stream's folder, opened like the content root.
+    pub site: Site,
+}
+
+/// Refusal reasons in label order.
+const REFUSALS: [&str; 7] = [
+    "unknown",
+    "token",
+    "bad_query",
+    "future",
+    "not_started",
+    "gone",
+    "too_far_ahead",
+];
+
+fn refusal_index(r: Refusal) -> usize {
+    match r {
+        Refusal::Unknown => 0,
+        Refusal::Token(_) => 1,
+        Refusal::BadQuery(_) => 2,
+        Refusal::Future => 3,
+        Refusal::NotStarted => 4,
+        Refusal::Gone => 5,
+        Refusal::TooFarAhead => 6,
+    }
+}
+
+/// The catalog's counters (registered with the data plane's metrics).
+#[derive(Clone)]
+struct CatalogMetrics {
+    refusals: Vec<IntCounter>,
+    holds: IntCounter,
+    held: IntGauge,
+    generated: IntCounter,
+}
+
+impl CatalogMetrics {
+    fn new() -> (Self, Vec<Box<dyn prometheus::core::Collector>>) {
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "edge_manifest_refusals_total",
+                "Deliberate 4xx answers of the signalling policy, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let holds = IntCounter::new(
+            "edge_playlist_holds_total",
+            "LL-HLS blocking playlist requests held until their segment was complete",
+        )
+        .expect("valid metric");
+        let held = IntGauge::new(
+            "edge_playlist_holds_waiting",
+            "LL-HLS blocking playlist requests being held now",
+        )
+        .expect("valid metric");
+        let generated = IntCounter::new(
+            "edge_manifests_generated_total",
+            "Playlists, MPDs and descriptions rendered",
+        )
+        .expect("valid metric");
+        let me = Self {
+            refusals: REFUSALS
+                .iter()
+                .map(|r| refusals.with_label_values(&[r]))
+                .collect(),
+            holds: holds.clone(),
+            held: held.clone(),
+            generated: generated.clone(),
+        };
+        (
+            me,
+            vec![
+                Box::new(refusals),
+                Box::new(holds),
+                Box::new(held),
+                Box::new(generated),
+            ],
+        )
+    }
+}
+
+/// The published streams.
+pub struct Catalog {
+    streams: HashMap<String, Entry>,
+    keys: Option<SigningKeys>,
+    /// Longest hold of a blocking playlist request (`manifests.max_hold_ms`).
+    pub max_hold: Duration,
+    max_held: usize,
+    held: AtomicUsize,
+    metrics: CatalogMetrics,
+    collectors: std::sync::Mutex<Vec<Box<dyn prometheus::core::Collector>>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("streams", &self.names())
+            .field("keys", &self.keys)
+            .field("max_hold", &self.max_hold)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Catalog {
+    /// No streams: `/streams/` is served from files like any other path.
+    pub fn empty() -> Self {
+        let (metrics, collectors) = CatalogMetrics::new();
+        Self {
+            streams: HashMap::new(),
+            keys: None,
+            max_hold: Duration::from_secs(6),
+            max_held: 0,
+            held: AtomicUsize::new(0),
+            metrics,
+            collectors: std::sync::Mutex::new(collectors),
+        }
+    }
+
+    /// Ingests every configured stream and reads the key file. Blocking (reads
+    /// every segment's headers): call before serving, or from `spawn_blocking`.
+    pub fn build(config: &Config) -> Result<Self, CatalogError> {
+        let mut c = Self::empty();
+        c.max_hold = config.manifests.max_hold;
+        c.max_held = config.manifests.max_held_requests;
+        if let Some(path) = &config.manifests.keys_file {
+            c.keys = Some(read_keys(path)?);
+        }
+        for sc in &config.streams {
+            let stream = crate::ingest::ingest(&sc.source, &sc.name)?;
+            let live = sc.live.map(|(epoch_ms, dvr_window_ms)| Live {
+                epoch_ms,
+                dvr_window_ms,
+            });
+            // Segment files are named by the validated description only; symlinks
+            // inside a packaged folder are refused like under the content root.
+            let site = Site::open(&sc.source, SymlinkPolicy::Refuse, config.cors.clone()).map_err(
+                |e| CatalogError::Source {
+                    name: sc.name.clone(),
+                    path: sc.source.display().to_string(),
+                    reason: e.to_string(),
+                },
+            )?;
+            c.streams.insert(
+                sc.name.clone(),
+                Entry {
+                    published: Published::new(stream, live, sc.signed),
+                    site,
+                },
+            );
+        }
+        Ok(c)
+    }
+
+    /// Registers the catalog's counters (once).
+    pub fn register(&self, registry: &Registry) {
+        let mut collectors = self.collectors.lock().unwrap_or_else(|p| p.into_inner());
+        for c in collectors.drain(..) {
+            // Registering fails only for a duplicate name, which cannot happen once.
+            let _ = registry.register(c);
+        }
+    }
+
+    /// Whether no stream is published.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// The stream named `name`.
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.streams.get(name)
+    }
+
+    /// The names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.streams.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The signing keys.
+    pub fn keys(&self) -> Option<&SigningKeys> {
+        self.keys.as_ref()
+    }
+
+    /// Counts a refusal.
+    pub fn refused(&self, r: Refusal) {
+        self.metrics.refusals[refusal_index(r)].inc();
+    }
+
+    /// Counts a rendered manifest.
+    pub fn generated(&self) {
+        self.metrics.generated.inc();
+    }
+
+    /// Takes a hold slot; `None` when `manifests.max_held_requests` are held
+    /// already (the request is then answered at once).
+    pub fn hold(&self) -> Option<HoldSlot<'_>> {
+        let prev = self.held.fetch_add(1, Ordering::Relaxed);
+        if prev >= self.max_held {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        self.metrics.holds.inc();
+        self.metrics.held.inc();
+        Some(HoldSlot { catalog: self })
+    }
+}
+
+/// One held request; released on drop.
+#[derive(Debug)]
+pub struct HoldSlot<'a> {
+    catalog: &'a Catalog,
+}
+
+impl Drop for HoldSlot<'_> {
+    fn drop(&mut self) {
+        self.catalog.held.fetch_sub(1, Ordering::Relaxed);
+        self.catalog.metrics.held.dec();
+    }
+}
+
+fn read_keys(path: &Path) -> Result<SigningKeys, CatalogError> {
+    let err = |reason: String| CatalogError::Keys {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| err(e.to_string()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(err(format!(
+                "mode {:o} lets other users read the secrets; chmod 600 it",
+                mode & 0o777
+            )));
+        }
+    }
+    SigningKeys::parse(&text).map_err(|e| err(e.to_string()))
+}
+
+/// What a manifest route renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rendered {
+    /// An HLS playlist.
+    Playlist,
+    /// A DASH MPD.
+    Mpd,
+    /// The stream description (JSON).
+    Description,
+}
+
+impl Rendered {
+    /// Its Content-Type.
+    pub fn content_type(self) -> &'static [u8] {
+        match self {
+            Rendered::Playlist => b"application/vnd.apple.mpegurl",
+            Rendered::Mpd => b"application/dash+xml",
+            Rendered::Description => b"application/json",
+        }
+    }
+}
+
+/// Renders what `d` asks for into `out` (cleared first); `None` for decisions that
+/// are not rendered.
+pub fn render(p: &Published, d: &Decision, now_ms: u64, out: &mut Vec<u8>, text: &mut String) -> Option<Rendered> {
+    out.clear();
+    let s = &p.stream;
+    let tl = &p.timeline;
+    match *d {
+        Decision::Master => {
+            hls::write_master(&hls::master(s), out);
+            Some(Rendered::Playlist)
+        }
+        Decision::MediaPlaylist { rendition, .. } => {
+            let view = match p.window(now_ms) {
+                None => hls::View::Vod,
+                Some((live, window)) => hls::View::Live { live, window },
+            };
+            hls::write_media(&hls::media(s, &s.renditions[rendition], tl, view), out);
+            Some(Rendered::Playlist)
+        }
+        Decision::Mpd => {
+            let view = match p.window(now_ms) {
+                None => dash::View::Vod,
+                Some((live, window)) => dash::View::Live {
+                    live,
+                    window,
+                    now_ms,
+                },
+            };
+            dash::mpd(s, tl, view, text);
+            out.extend_from_slice(text.as_bytes());
+            Some(Rendered::Mpd)
+        }
+        Decision::Description => {
+            // Serialising plain data into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, s);
+            Some(Rendered::Description)
+        }
+        _ => None,
+    }
+}
