@@ -3,7 +3,8 @@
 #
 # One short encode of ffmpeg's lavfi test pattern (testsrc2) plus a sine tone:
 #   video: H.264 Main@3.0, 640x360, 25 fps, keyframe exactly every 2 s (no scene-cut
-#          keyframes), ~350 kbit/s
+#          keyframes), no B-frames (so every segment presents from its first decoded
+#          frame: a looping live channel then has no gap at the loop seam), ~350 kbit/s
 #   audio: AAC-LC, 48 kHz stereo, 64 kbit/s
 # then remuxed WITHOUT re-encoding (-c copy) into three packagings:
 #   www/content/hls_ts/    master.m3u8 + index.m3u8 + seg_NNN.ts            (HLS, MPEG-TS)
@@ -43,7 +44,7 @@ trap 'rm -rf "$TMP"' EXIT
 $FF -f lavfi -i "testsrc2=size=640x360:rate=$FPS" \
     -f lavfi -i "sine=frequency=440:beep_factor=4:sample_rate=48000" \
     -t "$DUR" -map 0:v -map 1:a \
-    -c:v libx264 -profile:v main -level 3.0 -preset veryfast -pix_fmt yuv420p -threads 1 \
+    -c:v libx264 -profile:v main -level 3.0 -preset veryfast -bf 0 -pix_fmt yuv420p -threads 1 \
     -b:v 350k -maxrate 400k -bufsize 800k \
     -g $GOP -keyint_min $GOP -sc_threshold 0 -x264-params "scenecut=0:open_gop=0" \
     -af "atrim=end_sample=$ASAMPLES" -c:a aac -profile:a aac_low -b:a 64k -ac 2 -ar 48000 \

@@ -21,11 +21,25 @@ const { chromium } = require('playwright-core');
 
 const HERE = __dirname;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// Files as ffmpeg wrote them (short check), then edge's generated manifests (issue 7):
+// VOD cases play the whole 12 s clip; live cases play 12 s of wall clock and must stay
+// inside the DVR window and close to the live edge.
 const CASES = {
-  hls_ts:   { lib: 'hlsjs',  src: '/content/hls_ts/master.m3u8' },
-  hls_fmp4: { lib: 'hlsjs',  src: '/content/hls_fmp4/master.m3u8' },
-  dash:     { lib: 'dashjs', src: '/content/dash/manifest.mpd' },
+  hls_ts:        { lib: 'hlsjs',  src: '/content/hls_ts/master.m3u8' },
+  hls_fmp4:      { lib: 'hlsjs',  src: '/content/hls_fmp4/master.m3u8' },
+  dash:          { lib: 'dashjs', src: '/content/dash/manifest.mpd' },
+  gen_hls_ts:    { lib: 'hlsjs',  src: '/streams/vod-ts/master.m3u8', vodEnd: 11.4 },
+  gen_hls_fmp4:  { lib: 'hlsjs',  src: '/streams/vod-fmp4/master.m3u8', vodEnd: 11.4 },
+  gen_hls_audio: { lib: 'hlsjs',  src: '/streams/vod/master.m3u8', vodEnd: 11.4 },
+  gen_dash:      { lib: 'dashjs', src: '/streams/vod/manifest.mpd', vodEnd: 11.4 },
+  live_hls:      { lib: 'hlsjs',  src: '/streams/live/master.m3u8', live: true },
+  live_hls_ts:   { lib: 'hlsjs',  src: '/streams/live-ts/master.m3u8', live: true },
+  live_dash:     { lib: 'dashjs', src: '/streams/live/manifest.mpd', live: true },
+  // --signed-src gives the signed URL path (edge demo prints one); without it the case is skipped
+  signed_hls:    { lib: 'hlsjs',  src: null, vodEnd: 11.4, signed: true },
 };
+const LIVE_SECONDS = 12;        // wall-clock seconds a live case is watched
+const LIVE_MAX_LATENCY = 12;    // seconds behind the live edge allowed (6 segments of 2 s)
 const sleep = ms => new Promise(r => setTimeout(r, ms));
 
 function usage(msg) {
@@ -47,6 +61,8 @@ const caseNames = arg('cases', Object.keys(CASES).join(',')).split(',').map(s =>
 for (const n of caseNames) if (!CASES[n]) usage(`unknown case "${n}"`);
 const playSeconds = +arg('play-seconds', 4);
 const startTimeout = +arg('start-timeout', 20) * 1000;
+const signedSrc = arg('signed-src', process.env.EDGE_SIGNED_SRC || '');
+if (signedSrc) CASES.signed_hls.src = signedSrc;
 if (!fs.existsSync(CHROMIUM)) usage(`${CHROMIUM} not found (run tests/browser/install.sh, or set CHROMIUM=)`);
 
 // Exactly these flags, nothing from Playwright's defaults (ignoreDefaultArgs: true), plus a fresh
@@ -92,16 +108,32 @@ async function runCase(name) {
     const tNav = Date.now();
     const resp = await page.goto(url, { waitUntil: 'load', timeout: 15000 });
     res.pageStatus = resp && resp.status();
-    // wait until playback has really progressed (>= playSeconds of media) or a fatal error fired
-    await page.waitForFunction(s => document.getElementById('v').currentTime >= s || (window.__pt && window.__pt.fatal),
-      playSeconds, { timeout: startTimeout, polling: 100 }).catch(e => { res.waitError = String(e).split('\n')[0]; });
-    res.reachTargetMs = Date.now() - tNav;
-    res.s1 = await page.evaluate(() => window.__snapshot());
-    await sleep(2000);
-    res.s2 = await page.evaluate(() => window.__snapshot());
+    if (cs.live) {
+      // wait for playback to start, then watch LIVE_SECONDS of wall clock
+      await page.waitForFunction(() => (window.__pt && (window.__pt.playingMs != null || window.__pt.fatal)),
+        null, { timeout: startTimeout, polling: 100 }).catch(e => { res.waitError = String(e).split('\n')[0]; });
+      res.reachTargetMs = Date.now() - tNav;
+      res.samples = [];
+      for (let i = 0; i <= LIVE_SECONDS; i++) {
+        if (i) await sleep(1000);
+        res.samples.push(await page.evaluate(() => window.__snapshot()));
+      }
+      res.s1 = res.samples[0];
+      res.s2 = res.samples[res.samples.length - 1];
+    } else {
+      // wait until playback has really progressed (>= target of media) or a fatal error fired
+      const target = cs.vodEnd || playSeconds;
+      await page.waitForFunction(s => document.getElementById('v').currentTime >= s || (window.__pt && window.__pt.fatal),
+        target, { timeout: startTimeout + target * 1000, polling: 100 }).catch(e => { res.waitError = String(e).split('\n')[0]; });
+      res.reachTargetMs = Date.now() - tNav;
+      res.s1 = await page.evaluate(() => window.__snapshot());
+      await sleep(2000);
+      res.s2 = await page.evaluate(() => window.__snapshot());
+    }
     const pt = await page.evaluate(() => window.__pt);
     Object.assign(res, { version: pt.version, playingMs: pt.playingMs, firstFrameMs: pt.firstFrameMs,
-      fragLoaded: pt.fragLoaded, playRejected: pt.playRejected, errors: pt.errors, fatal: pt.fatal });
+      fragLoaded: pt.fragLoaded, playRejected: pt.playRejected, errors: pt.errors, fatal: pt.fatal,
+      events: pt.events });
     const shot = path.join(HERE, 'screenshots', `${name}.png`);
     fs.mkdirSync(path.dirname(shot), { recursive: true });
     await page.screenshot({ path: shot });
@@ -121,10 +153,30 @@ async function runCase(name) {
   if (res.pageStatus !== undefined && res.pageStatus !== 200) why.push(`player.html HTTP ${res.pageStatus}`);
   if (!res.s2) { res.pass = false; res.why = why.length ? why : ['no playback data']; return res; }
   if (res.fatal) why.push('fatal player/media error: ' + JSON.stringify((res.errors || []).filter(e => e.fatal).slice(0, 2)));
-  if (!(s1.currentTime >= playSeconds)) why.push(`currentTime ${s1.currentTime} < ${playSeconds}` + (res.waitError ? ` (waited ${startTimeout / 1000}s)` : ''));
-  if (!(s2.currentTime - s1.currentTime > 1.0)) why.push(`currentTime not advancing (${s1.currentTime} -> ${s2.currentTime})`);
+
+  if (cs.live) {
+    const advanced = s2.currentTime - s1.currentTime;
+    // a stall shows as currentTime falling behind the wall clock
+    if (!(advanced >= LIVE_SECONDS - 1.5)) why.push(`live: currentTime advanced ${advanced.toFixed(2)} s in ${LIVE_SECONDS} s (stall?)`);
+    for (const [i, s] of (res.samples || []).entries()) {
+      const l = s.live;
+      if (!l || l.error) { why.push(`live: no live position at sample ${i} (${JSON.stringify(l)})`); break; }
+      if (!(s.currentTime >= l.windowStart - 0.5 && s.currentTime <= l.windowEnd + 0.5)) {
+        why.push(`live: currentTime ${s.currentTime.toFixed(2)} outside the DVR window [${l.windowStart}, ${l.windowEnd}] at sample ${i}`); break;
+      }
+      if (!(l.latency >= 0 && l.latency <= LIVE_MAX_LATENCY)) {
+        why.push(`live: ${l.latency} s behind the live edge at sample ${i} (max ${LIVE_MAX_LATENCY})`); break;
+      }
+    }
+    const waits = (res.events || []).filter(e => e.type === 'video:waiting' && e.t > (res.playingMs || 0) + 500);
+    if (waits.length) why.push(`live: ${waits.length} stall(s) after playback started`);
+  } else {
+    const target = cs.vodEnd || playSeconds;
+    if (!(s1.currentTime >= target)) why.push(`currentTime ${s1.currentTime} < ${target}` + (res.waitError ? ` (waited)` : ''));
+    if (!(s2.currentTime - s1.currentTime > 1.0 || s2.ended)) why.push(`currentTime not advancing (${s1.currentTime} -> ${s2.currentTime})`);
+  }
   if (!(s2.totalVideoFrames > 0)) why.push(`no decoded video frames (${s2.totalVideoFrames})`);
-  if (!(s2.totalVideoFrames > s1.totalVideoFrames)) why.push(`decoded frame count not increasing (${s1.totalVideoFrames} -> ${s2.totalVideoFrames})`);
+  if (!(s2.totalVideoFrames > s1.totalVideoFrames) && !s2.ended) why.push(`decoded frame count not increasing (${s1.totalVideoFrames} -> ${s2.totalVideoFrames})`);
   if (!(s2.frame && s2.frame.std > 20)) why.push(`picture looks blank (${JSON.stringify(s2.frame)})`);
   if (!(s2.audioDecodedBytes > 0)) why.push('no audio decoded');
   if (s2.error) why.push('video.error ' + JSON.stringify(s2.error));
@@ -137,8 +189,8 @@ async function runCase(name) {
 function fmt(r) {
   const s1 = r.s1 || {}, s2 = r.s2 || {};
   const ct = x => (typeof x === 'number' ? x.toFixed(2) : '?');
-  if (!r.s2) return `${r.pass ? 'PASS' : 'FAIL'} ${r.name.padEnd(8)} ${r.lib === 'dashjs' ? 'dash.js' : 'hls.js'} | WHY: ${r.why.join('; ')}`;
-  let line = `${r.pass ? 'PASS' : 'FAIL'} ${r.name.padEnd(8)} ${r.lib === 'dashjs' ? 'dash.js' : 'hls.js'} ${r.version || '?'}` +
+  if (!r.s2) return `${r.pass ? 'PASS' : 'FAIL'} ${r.name.padEnd(13)} ${r.lib === 'dashjs' ? 'dash.js' : 'hls.js'} | WHY: ${r.why.join('; ')}`;
+  let line = `${r.pass ? 'PASS' : 'FAIL'} ${r.name.padEnd(13)} ${r.lib === 'dashjs' ? 'dash.js' : 'hls.js'} ${r.version || '?'}` +
     ` | currentTime ${ct(s1.currentTime)}->${ct(s2.currentTime)}s frames ${s1.totalVideoFrames}->${s2.totalVideoFrames}` +
     ` dropped ${s2.droppedVideoFrames} ${s2.videoWidth}x${s2.videoHeight} luma ${s2.frame ? `${s2.frame.mean}/${s2.frame.std}` : '?'}` +
     ` audioBytes ${s2.audioDecodedBytes}` +
@@ -151,6 +203,7 @@ function fmt(r) {
 (async () => {
   const results = [];
   for (const n of caseNames) {
+    if (!CASES[n].src) { console.log(`SKIP ${n} (no --signed-src)`); continue; }
     const r = await runCase(n);
     results.push(r);
     console.log(fmt(r));
