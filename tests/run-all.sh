@@ -10,7 +10,8 @@
 #   build     cargo build --workspace --bins (edge, tls-peer, tls-nonce-relay: used by later stages)
 #   unit+e2e  cargo nextest run --workspace (unit tests, loopback e2e, strace zero-copy)
 #   clients   `edge demo` on loopback, then curl, ffprobe and headless Chromium
-#             (hls.js, dash.js) against it
+#             (hls.js, dash.js) against it: ffmpeg's files, generated VOD and live
+#             manifests, a signed URL
 #   ktls-vm   the kTLS suite in a QEMU guest running Debian's kernel (both modes)
 #   fuzz      each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 20)
 # Ends with "suite: N passed, M failed" over the stages; exit 0 only if all passed.
@@ -93,7 +94,14 @@ demo_clients() {
     echo "edge demo at $base"
     tests/clients/curl_test.sh "$base" || rc=1
     tests/clients/ffprobe_test.sh "$base" || rc=1
-    (cd tests/browser && node playback_test.js --base "$base") || rc=1
+    # the signed-URL case plays the path the demo printed (signed with its generated key)
+    local signed=""
+    for _ in $(seq 1 50); do
+        signed=$(grep -m1 'signed HLS:' "$tmp/stdout" | sed 's/.*src=//') && [ -n "$signed" ] && break
+        sleep 0.1
+    done
+    [ -n "$signed" ] || { echo "edge demo printed no signed URL"; rc=1; }
+    (cd tests/browser && node playback_test.js --base "$base" --signed-src "$signed") || rc=1
     kill -TERM "$pid"; wait "$pid" 2>/dev/null
     if grep -qi panick "$tmp/stderr"; then echo "edge panicked:"; cat "$tmp/stderr"; rc=1; fi
     [ "${KEEP_LOGS:-0}" = 1 ] && echo "demo logs kept in $tmp" || rm -rf "$tmp"
