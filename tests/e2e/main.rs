@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod descriptors;
 mod hardening;
+mod manifests;
 mod semantics;
 mod tls_integrity;
 mod zero_copy;
