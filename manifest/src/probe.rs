@@ -264,6 +264,12 @@ fn traf_timing(traf: &[u8], tracks: &[Track]) -> Result<Fragment, ProbeError> {
         if (count as usize).saturating_mul(per_sample * 4) > trun.len() {
             return Err(ProbeError::Malformed("trun sample count"));
         }
+        if per_sample == 0 {
+            // Every sample takes the default duration: no per-sample loop, so a huge
+            // count in a tiny box costs nothing.
+            duration = duration.saturating_add(u64::from(count) * u64::from(default_duration));
+            continue;
+        }
         for _ in 0..count {
             let d = if flags & 0x100 != 0 {
                 r.u32("trun")?
@@ -484,6 +490,22 @@ mod tests {
         let mut bad = ts.clone();
         bad[188] = 0;
         assert!(ts_span(&bad).is_err());
+    }
+
+    #[test]
+    fn a_huge_sample_count_without_per_sample_fields_is_instant() {
+        let mut tfhd = 0x08u32.to_be_bytes().to_vec(); // default-sample-duration present
+        tfhd.extend_from_slice(&1u32.to_be_bytes());
+        tfhd.extend_from_slice(&512u32.to_be_bytes());
+        let tfdt = vec![0u8; 8];
+        let mut trun = 0u32.to_be_bytes().to_vec();
+        trun.extend_from_slice(&u32::MAX.to_be_bytes());
+        let traf = [bx(b"tfhd", &tfhd), bx(b"tfdt", &tfdt), bx(b"trun", &trun)].concat();
+        let seg = bx(b"moof", &bx(b"traf", &traf));
+        let t0 = std::time::Instant::now();
+        let f = fragments(&seg, &[]).unwrap();
+        assert_eq!(f[0].duration, u64::from(u32::MAX) * 512);
+        assert!(t0.elapsed() < std::time::Duration::from_millis(50));
     }
 
     proptest::proptest! {
