@@ -268,6 +268,9 @@ struct RawManifests {
     keys_file: Option<PathBuf>,
     max_hold_ms: u64,
     max_held_requests: usize,
+    origin_ca_file: Option<PathBuf>,
+    origin_refresh_secs: u64,
+    origin_timeout_secs: u64,
 }
 
 impl Default for RawManifests {
@@ -276,6 +279,9 @@ impl Default for RawManifests {
             keys_file: None,
             max_hold_ms: 6000,
             max_held_requests: 10_000,
+            origin_ca_file: None,
+            origin_refresh_secs: 5,
+            origin_timeout_secs: 5,
         }
     }
 }
@@ -285,7 +291,8 @@ impl Default for RawManifests {
 #[serde(deny_unknown_fields)]
 struct RawStream {
     name: String,
-    source: PathBuf,
+    source: Option<PathBuf>,
+    origin: Option<String>,
     #[serde(default)]
     live: bool,
     #[serde(default = "default_dvr_window_secs")]
@@ -303,14 +310,25 @@ fn default_dvr_window_secs() -> u64 {
 /// Longest `streams.dvr_window_secs`: a week.
 pub const MAX_DVR_WINDOW_SECS: u64 = 7 * 86_400;
 
-/// A validated `[[streams]]` entry: a packaged folder published at `/streams/NAME/`.
+/// Where a published stream comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSource {
+    /// A packaged folder, ingested at start-up (origin mode).
+    Folder(PathBuf),
+    /// An origin's `stream.json` (edge mode): manifests are rendered here from the
+    /// origin's description, refreshed every `manifests.origin_refresh_secs`.
+    Origin(crate::upstream::OriginUrl),
+}
+
+/// A validated `[[streams]]` entry: published at `/streams/NAME/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
     /// URL-safe name.
     pub name: String,
-    /// The packaged folder `edge ingest` reads.
-    pub source: PathBuf,
-    /// `Some((epoch in Unix ms, DVR window in ms))` for a looping live channel.
+    /// Where its description comes from.
+    pub source: StreamSource,
+    /// `Some((epoch in Unix ms, DVR window in ms))` for a looping live channel
+    /// (folders only; an origin's description carries its own).
     pub live: Option<(u64, u64)>,
     /// Whether requests need a signed token.
     pub signed: bool,
@@ -325,6 +343,12 @@ pub struct ManifestSettings {
     pub max_hold: Duration,
     /// Most requests held at once; beyond, a blocking request is answered at once.
     pub max_held_requests: usize,
+    /// Trust anchors (PEM) for https origins.
+    pub origin_ca_file: Option<PathBuf>,
+    /// How often an edge refetches an origin's stream description.
+    pub origin_refresh: Duration,
+    /// Deadline of one description fetch.
+    pub origin_timeout: Duration,
 }
 
 /// Validated limits. Each is documented in `edge.example.toml`.
@@ -755,6 +779,9 @@ impl RawConfig {
             keys_file: m.keys_file,
             max_hold: Duration::from_millis(m.max_hold_ms),
             max_held_requests: m.max_held_requests,
+            origin_ca_file: m.origin_ca_file,
+            origin_refresh: secs("manifests.origin_refresh_secs", m.origin_refresh_secs, 3600)?,
+            origin_timeout: secs("manifests.origin_timeout_secs", m.origin_timeout_secs, 60)?,
         };
         let mut streams: Vec<StreamConfig> = Vec::with_capacity(self.streams.len());
         for (i, st) in self.streams.into_iter().enumerate() {
@@ -774,12 +801,42 @@ impl RawConfig {
                     format!("stream `{}` is configured twice", st.name),
                 ));
             }
-            if st.source.as_os_str().is_empty() {
-                return Err(invalid(
-                    "streams.source",
-                    format!("stream `{}`: the source folder is empty", st.name),
-                ));
-            }
+            let source = match (st.source, st.origin) {
+                (Some(dir), None) if !dir.as_os_str().is_empty() => StreamSource::Folder(dir),
+                (None, Some(url)) => {
+                    let url = crate::upstream::OriginUrl::parse(&url).map_err(|e| {
+                        invalid("streams.origin", format!("stream `{}`: {e}", st.name))
+                    })?;
+                    if url.tls && manifests.origin_ca_file.is_none() {
+                        return Err(invalid(
+                            "manifests.origin_ca_file",
+                            format!(
+                                "stream `{}` has an https origin: name the CA certificate(s) to trust it",
+                                st.name
+                            ),
+                        ));
+                    }
+                    if st.live || st.signed {
+                        return Err(invalid(
+                            "streams.origin",
+                            format!(
+                                "stream `{}`: `live` and `signed` come from the origin's description; remove them here",
+                                st.name
+                            ),
+                        ));
+                    }
+                    StreamSource::Origin(url)
+                }
+                _ => {
+                    return Err(invalid(
+                        "streams.source",
+                        format!(
+                            "stream `{}`: give exactly one of `source` (a packaged folder) or `origin` (an origin's URL)",
+                            st.name
+                        ),
+                    ))
+                }
+            };
             if st.live && !(1..=MAX_DVR_WINDOW_SECS).contains(&st.dvr_window_secs) {
                 return Err(invalid(
                     "streams.dvr_window_secs",
@@ -792,18 +849,24 @@ impl RawConfig {
             if st.epoch_secs > 4_102_444_800 {
                 return Err(invalid(
                     "streams.epoch_secs",
-                    format!("stream `{}`: {} is after the year 2100", st.name, st.epoch_secs),
+                    format!(
+                        "stream `{}`: {} is after the year 2100",
+                        st.name, st.epoch_secs
+                    ),
                 ));
             }
             if st.signed && manifests.keys_file.is_none() {
                 return Err(invalid(
                     "manifests.keys_file",
-                    format!("stream `{}` is signed but no key file is configured", st.name),
+                    format!(
+                        "stream `{}` is signed but no key file is configured",
+                        st.name
+                    ),
                 ));
             }
             streams.push(StreamConfig {
                 name: st.name,
-                source: st.source,
+                source,
                 live: st
                     .live
                     .then_some((st.epoch_secs * 1000, st.dvr_window_secs * 1000)),
@@ -954,5 +1017,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn stream_entries_are_checked() {
+        let err = |t: &str| load(t).unwrap_err().to_string();
+        let e = err("[[streams]]\nname = \"a b\"\nsource = \"/x\"\n");
+        assert!(
+            e.contains("key `streams.name`") && e.contains("`a b`"),
+            "{e}"
+        );
+        let e = err("[[streams]]\nname = \"a\"\nsource = \"/x\"\n[[streams]]\nname = \"a\"\nsource = \"/y\"\n");
+        assert!(e.contains("configured twice"), "{e}");
+        let e = err("[[streams]]\nname = \"a\"\nsource = \"/x\"\norigin = \"http://o:1\"\n");
+        assert!(
+            e.contains("key `streams.source`") && e.contains("exactly one"),
+            "{e}"
+        );
+        let e = err("[[streams]]\nname = \"a\"\n");
+        assert!(e.contains("exactly one"), "{e}");
+        let e = err("[[streams]]\nname = \"a\"\norigin = \"https://o\"\n");
+        assert!(e.contains("key `manifests.origin_ca_file`"), "{e}");
+        let e = err("[[streams]]\nname = \"a\"\norigin = \"http://o/x\"\n");
+        assert!(e.contains("key `streams.origin`"), "{e}");
+        let e = err("[[streams]]\nname = \"a\"\norigin = \"http://o\"\nlive = true\n");
+        assert!(e.contains("come from the origin"), "{e}");
+        let e =
+            err("[[streams]]\nname = \"a\"\nsource = \"/x\"\nlive = true\ndvr_window_secs = 0\n");
+        assert!(e.contains("key `streams.dvr_window_secs`"), "{e}");
+        let e = err("[[streams]]\nname = \"a\"\nsource = \"/x\"\nsigned = true\n");
+        assert!(e.contains("key `manifests.keys_file`"), "{e}");
+        let e = err("[manifests]\nmax_hold_ms = 5\n");
+        assert!(e.contains("key `manifests.max_hold_ms`"), "{e}");
+        let e = err("[[streams]]\nname = \"a\"\nsource = \"/x\"\nbogus = 1\n");
+        assert!(e.contains("bogus"), "{e}");
+        let c = load("[[streams]]\nname = \"a\"\nsource = \"/x\"\nlive = true\nepoch_secs = 10\n")
+            .unwrap();
+        assert_eq!(c.streams[0].live, Some((10_000, 30_000)));
     }
 }

@@ -316,9 +316,7 @@ fn route(
         Method::Other => Err(HttpError::MethodNotAllowed),
         Method::Get | Method::Head => {
             http::path::normalise(target, &mut scratch.rel)?;
-            if !site.catalog.is_empty()
-                && manifest::policy::split_path(&scratch.rel).is_some()
-            {
+            if !site.catalog.is_empty() && manifest::policy::split_path(&scratch.rel).is_some() {
                 return Ok(Routed::Manifest);
             }
             open_under(site, scratch).map(Routed::File)
@@ -623,6 +621,198 @@ fn if_range_matches(v: &[u8], etag: &[u8], last_modified: SystemTime) -> bool {
         == Some(last_modified)
 }
 
+/// The query string of a request target (after `?`, before any `#`).
+fn query_of(target: &[u8]) -> &[u8] {
+    let Some(q) = target.iter().position(|&b| b == b'?') else {
+        return b"";
+    };
+    let q = &target[q + 1..];
+    match q.iter().position(|&b| b == b'#') {
+        Some(h) => &q[..h],
+        None => q,
+    }
+}
+
+/// Answers a request under `/streams/` (or `/s/TOKEN/streams/`): asks the
+/// signalling policy, then renders a manifest, serves a segment file, holds the
+/// request, or refuses it with the policy's 4xx. No answer here closes the
+/// connection.
+#[allow(clippy::too_many_arguments)]
+fn manifest_response(
+    req: &RequestHead,
+    raw: &[u8],
+    site: &Site,
+    scratch: &mut Scratch,
+    origin: Option<&[u8]>,
+    keep_alive: bool,
+    byte_budget: u64,
+    may_hold: bool,
+) -> Plan {
+    let catalog = &*site.catalog;
+    let now_ms = streams::now_ms();
+    let name = manifest::policy::split_path(&scratch.rel).map_or("", |(_, n, _)| n);
+    let Some(entry) = catalog.get(name) else {
+        return refusal(
+            req,
+            site,
+            scratch,
+            origin,
+            keep_alive,
+            manifest::Refusal::Unknown,
+        );
+    };
+    let Some(p) = entry.current() else {
+        // Edge mode, and the origin has not described the stream yet.
+        return error_response(
+            HttpError::Unavailable,
+            req.method(),
+            origin,
+            site,
+            scratch,
+            keep_alive,
+            None,
+        );
+    };
+    let request = manifest::Request {
+        path: &scratch.rel,
+        query: query_of(&raw[req.target.clone()]),
+        may_hold,
+    };
+    let decision = manifest::decide(&request, Some(&p), catalog.keys(), now_ms);
+    match decision {
+        manifest::Decision::Refuse(r) => refusal(req, site, scratch, origin, keep_alive, r),
+        manifest::Decision::Hold { until_ms } => Plan {
+            status: 0,
+            body: Body::None,
+            close: false,
+            hold_until_ms: Some(until_ms),
+        },
+        manifest::Decision::Init { rendition } | manifest::Decision::Segment { rendition, .. } => {
+            let r = &p.stream.renditions[rendition];
+            let file = match decision {
+                manifest::Decision::Segment { index, .. } => &r.segments[index].file,
+                _ => r.init.as_deref().unwrap_or_default(),
+            };
+            let folder = match &entry.source {
+                streams::Source::Folder(folder) => folder,
+                streams::Source::Origin(upstream) => {
+                    // No segment cache yet: send the player to the origin, same path.
+                    return redirect(
+                        req,
+                        raw,
+                        site,
+                        scratch,
+                        origin,
+                        keep_alive,
+                        &upstream.base(),
+                    );
+                }
+            };
+            scratch.rel.clear();
+            scratch.rel.push_str(file);
+            match open_under(folder, scratch) {
+                Ok(found) => file_response(
+                    req,
+                    raw,
+                    folder,
+                    scratch,
+                    found,
+                    origin,
+                    keep_alive,
+                    byte_budget,
+                ),
+                // The folder changed behind the edge's back: answer as for any file.
+                Err(e) => error_response(e, req.method(), origin, site, scratch, keep_alive, None),
+            }
+        }
+        d => {
+            let mut body = std::mem::take(&mut scratch.body);
+            let rendered = streams::render(&p, &d, now_ms, &mut body, &mut scratch.text);
+            scratch.body = body;
+            let Some(kind) = rendered else {
+                return refusal(
+                    req,
+                    site,
+                    scratch,
+                    origin,
+                    keep_alive,
+                    manifest::Refusal::Unknown,
+                );
+            };
+            catalog.generated();
+            let cache_control = d.cache_control(&p);
+            let len = scratch.body.len();
+            let mut w = HeadWriter::start(&mut scratch.head, 200);
+            w.header("Content-Type", kind.content_type())
+                .header_u64("Content-Length", len as u64)
+                .header("Cache-Control", cache_control.as_bytes());
+            cors_headers(&mut w, origin, &site.cors);
+            connection_header(&mut w, keep_alive);
+            w.finish();
+            let body = if req.method() == Method::Head {
+                Body::None
+            } else {
+                Body::Generated(len)
+            };
+            Plan::new(200, body, !keep_alive)
+        }
+    }
+}
+
+/// A deliberate 4xx of the signalling policy: its status, Cache-Control and CORS,
+/// and the connection kept open.
+fn refusal(
+    req: &RequestHead,
+    site: &Site,
+    scratch: &mut Scratch,
+    origin: Option<&[u8]>,
+    keep_alive: bool,
+    r: manifest::Refusal,
+) -> Plan {
+    site.catalog.refused(r);
+    let status = r.status();
+    let text = r.text().as_bytes();
+    let mut w = HeadWriter::start(&mut scratch.head, status);
+    w.header("Content-Type", b"text/plain; charset=utf-8")
+        .header("Cache-Control", r.cache_control().as_bytes())
+        .header_u64("Content-Length", text.len() as u64);
+    cors_headers(&mut w, origin, &site.cors);
+    connection_header(&mut w, keep_alive);
+    w.finish();
+    let body = if req.method() == Method::Head {
+        Body::None
+    } else {
+        Body::Static(text)
+    };
+    Plan::new(status, body, !keep_alive)
+}
+
+/// A 302 to the same path on `base` (an edge-mode segment, until the cache lands).
+fn redirect(
+    req: &RequestHead,
+    raw: &[u8],
+    site: &Site,
+    scratch: &mut Scratch,
+    origin: Option<&[u8]>,
+    keep_alive: bool,
+    base: &str,
+) -> Plan {
+    let target = &raw[req.target.clone()];
+    // The path as the client sent it (absolute-form reduced to its path).
+    let path = http::path::strip_absolute_form(target);
+    let mut w = HeadWriter::start(&mut scratch.head, 302);
+    let mut location = Vec::with_capacity(base.len() + path.len());
+    location.extend_from_slice(base.as_bytes());
+    location.extend_from_slice(path);
+    w.header("Location", &location)
+        .header("Cache-Control", b"no-store")
+        .header_u64("Content-Length", 0);
+    cors_headers(&mut w, origin, &site.cors);
+    connection_header(&mut w, keep_alive);
+    w.finish();
+    Plan::new(302, Body::None, !keep_alive)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,6 +855,7 @@ mod tests {
                 &mut scratch,
                 head.keep_alive(),
                 u64::MAX,
+                true,
             );
             (plan, String::from_utf8(scratch.head).unwrap())
         }
@@ -939,140 +1130,8 @@ mod tests {
         let raw = b"GET /v/seg.ts HTTP/1.1\r\nHost: x\r\n\r\n";
         let head = parse_head(raw, 64, 16384).unwrap().unwrap();
         let mut scratch = Scratch::default();
-        let p = respond(&head, raw, &f.site, &mut scratch, true, 500);
+        let p = respond(&head, raw, &f.site, &mut scratch, true, 500, true);
         assert!(p.close);
         assert!(String::from_utf8_lossy(&scratch.head).contains("Connection: close"));
     }
-}
-
-/// The query string of a request target (after `?`, before any `#`).
-fn query_of(target: &[u8]) -> &[u8] {
-    let Some(q) = target.iter().position(|&b| b == b'?') else {
-        return b"";
-    };
-    let q = &target[q + 1..];
-    match q.iter().position(|&b| b == b'#') {
-        Some(h) => &q[..h],
-        None => q,
-    }
-}
-
-/// Answers a request under `/streams/` (or `/s/TOKEN/streams/`): asks the
-/// signalling policy, then renders a manifest, serves a segment file, holds the
-/// request, or refuses it with the policy's 4xx. No answer here closes the
-/// connection.
-#[allow(clippy::too_many_arguments)]
-fn manifest_response(
-    req: &RequestHead,
-    raw: &[u8],
-    site: &Site,
-    scratch: &mut Scratch,
-    origin: Option<&[u8]>,
-    keep_alive: bool,
-    byte_budget: u64,
-    may_hold: bool,
-) -> Plan {
-    let catalog = &*site.catalog;
-    let now_ms = streams::now_ms();
-    let name = manifest::policy::split_path(&scratch.rel).map_or("", |(_, n, _)| n);
-    let entry = catalog.get(name);
-    let request = manifest::Request {
-        path: &scratch.rel,
-        query: query_of(&raw[req.target.clone()]),
-        may_hold,
-    };
-    let decision = manifest::decide(
-        &request,
-        entry.map(|e| &e.published),
-        catalog.keys(),
-        now_ms,
-    );
-    let Some(entry) = entry else {
-        return refusal(req, site, scratch, origin, keep_alive, manifest::Refusal::Unknown);
-    };
-    let p = &entry.published;
-    match decision {
-        manifest::Decision::Refuse(r) => refusal(req, site, scratch, origin, keep_alive, r),
-        manifest::Decision::Hold { until_ms } => Plan {
-            status: 0,
-            body: Body::None,
-            close: false,
-            hold_until_ms: Some(until_ms),
-        },
-        manifest::Decision::Init { rendition } | manifest::Decision::Segment { rendition, .. } => {
-            let r = &p.stream.renditions[rendition];
-            let file = match decision {
-                manifest::Decision::Segment { index, .. } => &r.segments[index].file,
-                _ => r.init.as_deref().unwrap_or_default(),
-            };
-            scratch.rel.clear();
-            scratch.rel.push_str(file);
-            match open_under(&entry.site, scratch) {
-                Ok(found) => file_response(
-                    req,
-                    raw,
-                    &entry.site,
-                    scratch,
-                    found,
-                    origin,
-                    keep_alive,
-                    byte_budget,
-                ),
-                // The folder changed behind the edge's back: answer as for any file.
-                Err(e) => error_response(e, req.method(), origin, site, scratch, keep_alive, None),
-            }
-        }
-        d => {
-            let mut body = std::mem::take(&mut scratch.body);
-            let rendered = streams::render(p, &d, now_ms, &mut body, &mut scratch.text);
-            scratch.body = body;
-            let Some(kind) = rendered else {
-                return refusal(req, site, scratch, origin, keep_alive, manifest::Refusal::Unknown);
-            };
-            catalog.generated();
-            let cache_control = d.cache_control(p);
-            let len = scratch.body.len();
-            let mut w = HeadWriter::start(&mut scratch.head, 200);
-            w.header("Content-Type", kind.content_type())
-                .header_u64("Content-Length", len as u64)
-                .header("Cache-Control", cache_control.as_bytes());
-            cors_headers(&mut w, origin, &site.cors);
-            connection_header(&mut w, keep_alive);
-            w.finish();
-            let body = if req.method() == Method::Head {
-                Body::None
-            } else {
-                Body::Generated(len)
-            };
-            Plan::new(200, body, !keep_alive)
-        }
-    }
-}
-
-/// A deliberate 4xx of the signalling policy: its status, Cache-Control and CORS,
-/// and the connection kept open.
-fn refusal(
-    req: &RequestHead,
-    site: &Site,
-    scratch: &mut Scratch,
-    origin: Option<&[u8]>,
-    keep_alive: bool,
-    r: manifest::Refusal,
-) -> Plan {
-    site.catalog.refused(r);
-    let status = r.status();
-    let text = r.text().as_bytes();
-    let mut w = HeadWriter::start(&mut scratch.head, status);
-    w.header("Content-Type", b"text/plain; charset=utf-8")
-        .header("Cache-Control", r.cache_control().as_bytes())
-        .header_u64("Content-Length", text.len() as u64);
-    cors_headers(&mut w, origin, &site.cors);
-    connection_header(&mut w, keep_alive);
-    w.finish();
-    let body = if req.method() == Method::Head {
-        Body::None
-    } else {
-        Body::Static(text)
-    };
-    Plan::new(status, body, !keep_alive)
 }

@@ -151,12 +151,18 @@ fn timing_track(tracks: &[Track]) -> Track {
         .unwrap_or(&tracks[0])
 }
 
-/// Measures fMP4 segments against `init`: (timescale, start time, durations).
-fn measure_fmp4(
-    dir: &Path,
-    init_file: &str,
-    files: &[(String, u64)],
-) -> Result<(u32, u64, Vec<(u64, u64)>)> {
+/// What measuring a rendition's segments found.
+struct Measured {
+    /// Ticks per second of the durations.
+    timescale: u32,
+    /// Presentation time of the first segment, in ticks.
+    start_time: u64,
+    /// Per segment: (duration in ticks, size in bytes).
+    segments: Vec<(u64, u64)>,
+}
+
+/// Measures fMP4 segments against `init`.
+fn measure_fmp4(dir: &Path, init_file: &str, files: &[(String, u64)]) -> Result<Measured> {
     let (_, init) = media_file(dir, init_file)?;
     let tracks = probe::init_tracks(&init).map_err(|e| Defect::File {
         file: init_file.to_string(),
@@ -182,16 +188,19 @@ fn measure_fmp4(
             f.decode_time
                 .saturating_add_signed(f.first_composition_offset),
         );
-        let measured_us =
-            (u128::from(f.duration) * 1_000_000 / u128::from(track.timescale)) as u64;
+        let measured_us = (u128::from(f.duration) * 1_000_000 / u128::from(track.timescale)) as u64;
         check_declared(file, *declared_us, measured_us)?;
         out.push((f.duration, size));
     }
-    Ok((track.timescale, start.unwrap_or(0), out))
+    Ok(Measured {
+        timescale: track.timescale,
+        start_time: start.unwrap_or(0),
+        segments: out,
+    })
 }
 
-/// Measures TS segments: (90 kHz start time, durations).
-fn measure_ts(dir: &Path, files: &[(String, u64)]) -> Result<(u64, Vec<(u64, u64)>)> {
+/// Measures TS segments (90 kHz).
+fn measure_ts(dir: &Path, files: &[(String, u64)]) -> Result<Measured> {
     let mut out = Vec::with_capacity(files.len());
     let mut start = None;
     for (file, declared_us) in files {
@@ -204,7 +213,11 @@ fn measure_ts(dir: &Path, files: &[(String, u64)]) -> Result<(u64, Vec<(u64, u64
         check_declared(file, *declared_us, span.duration * 1_000_000 / 90_000)?;
         out.push((span.duration, size));
     }
-    Ok((start.unwrap_or(0), out))
+    Ok(Measured {
+        timescale: 90_000,
+        start_time: start.unwrap_or(0),
+        segments: out,
+    })
 }
 
 fn rendition_from_media_playlist(
@@ -265,16 +278,11 @@ fn rendition_from_media_playlist(
             "{playlist}: no CODECS for rendition `{id}` (add CODECS to the master playlist)"
         ))
     })?;
-    let (container, timescale, start_time, measured) = match &init {
-        Some(init) => {
-            let (ts, start, m) = measure_fmp4(dir, init, &files)?;
-            (Container::Fmp4, ts, start, m)
-        }
-        None => {
-            let (start, m) = measure_ts(dir, &files)?;
-            (Container::Ts, 90_000, start, m)
-        }
+    let (container, m) = match &init {
+        Some(init) => (Container::Fmp4, measure_fmp4(dir, init, &files)?),
+        None => (Container::Ts, measure_ts(dir, &files)?),
     };
+    let (timescale, start_time, measured) = (m.timescale, m.start_time, m.segments);
     let segments = files
         .into_iter()
         .zip(measured)
@@ -313,9 +321,9 @@ fn hls(dir: &Path, name: &str, entry: &str) -> Result<Stream> {
     let mut container = None;
     let mut add = |c: Container, r: Rendition| -> Result<()> {
         match container {
-            Some(prev) if prev != c => Err(Defect::Source(
-                "renditions mix TS and fMP4 segments".into(),
-            )),
+            Some(prev) if prev != c => {
+                Err(Defect::Source("renditions mix TS and fMP4 segments".into()))
+            }
             _ => {
                 container = Some(c);
                 renditions.push(r);
@@ -339,20 +347,17 @@ fn hls(dir: &Path, name: &str, entry: &str) -> Result<Stream> {
                     .find_map(|v| v.codecs.as_deref())
                     .and_then(|c| c.split(',').find(|c| kind_of_codecs(c) == MediaKind::Audio))
                     .map(|c| c.trim().to_string());
-                let (c, r) = rendition_from_media_playlist(
-                    dir,
-                    uri,
-                    format!("a{i}"),
-                    64_000,
-                    codecs,
-                    None,
-                )?;
+                let (c, r) =
+                    rendition_from_media_playlist(dir, uri, format!("a{i}"), 64_000, codecs, None)?;
                 add(c, r)?;
             }
             for (i, v) in m.variants.iter().filter(|v| !v.is_i_frame).enumerate() {
-                let resolution = v
-                    .resolution
-                    .map(|r| (r.width.min(u32::MAX.into()) as u32, r.height.min(u32::MAX.into()) as u32));
+                let resolution = v.resolution.map(|r| {
+                    (
+                        r.width.min(u32::MAX.into()) as u32,
+                        r.height.min(u32::MAX.into()) as u32,
+                    )
+                });
                 let (c, mut r) = rendition_from_media_playlist(
                     dir,
                     &v.uri,
@@ -431,7 +436,9 @@ fn expand(template: &str, rep_id: &str, bandwidth: u64, number: u64) -> Result<S
                     .and_then(|w| w.strip_suffix('d'))
                     .and_then(|w| w.parse().ok())
                     .filter(|w| *w <= 32)
-                    .ok_or_else(|| Defect::Source(format!("template format `%{f}` is not supported")))?;
+                    .ok_or_else(|| {
+                        Defect::Source(format!("template format `%{f}` is not supported"))
+                    })?;
                 out.push_str(&format!("{value:0width$}"));
             }
         }
@@ -453,7 +460,9 @@ fn dash(dir: &Path, name: &str, mpd_file: &Path) -> Result<Stream> {
         what: format!("not a DASH MPD: {e}"),
     })?;
     if mpd.mpdtype.as_deref() == Some("dynamic") {
-        return Err(Defect::Source(format!("{mpd_name}: a dynamic (live) MPD cannot be ingested")));
+        return Err(Defect::Source(format!(
+            "{mpd_name}: a dynamic (live) MPD cannot be ingested"
+        )));
     }
     let [period] = mpd.periods.as_slice() else {
         return Err(Defect::Source(format!(
@@ -474,7 +483,9 @@ fn dash(dir: &Path, name: &str, mpd_file: &Path) -> Result<Stream> {
                 .codecs
                 .clone()
                 .or_else(|| set.codecs.clone())
-                .ok_or_else(|| Defect::Source(format!("{mpd_name}: representation `{id}` has no codecs")))?;
+                .ok_or_else(|| {
+                    Defect::Source(format!("{mpd_name}: representation `{id}` has no codecs"))
+                })?;
             let st = rep
                 .SegmentTemplate
                 .as_ref()
@@ -487,7 +498,9 @@ fn dash(dir: &Path, name: &str, mpd_file: &Path) -> Result<Stream> {
             let timescale = st.timescale.unwrap_or(1).max(1);
             let start_number = st.startNumber.unwrap_or(1);
             let media = st.media.as_deref().ok_or_else(|| {
-                Defect::Source(format!("{mpd_name}: representation `{id}`: no media template"))
+                Defect::Source(format!(
+                    "{mpd_name}: representation `{id}`: no media template"
+                ))
             })?;
             let init = st
                 .initialization
@@ -546,7 +559,11 @@ fn dash(dir: &Path, name: &str, mpd_file: &Path) -> Result<Stream> {
                 .enumerate()
                 .map(|(i, &d)| Ok((expand(media, &id, bandwidth, start_number + i as u64)?, d)))
                 .collect::<Result<Vec<_>>>()?;
-            let (ts, start_time, measured) = measure_fmp4(dir, &init, &files)?;
+            let Measured {
+                timescale: ts,
+                start_time,
+                segments: measured,
+            } = measure_fmp4(dir, &init, &files)?;
             let content = set
                 .contentType
                 .as_deref()
@@ -560,7 +577,9 @@ fn dash(dir: &Path, name: &str, mpd_file: &Path) -> Result<Stream> {
                 kind_of_codecs(&codecs)
             };
             let resolution = match (rep.width.or(set.width), rep.height.or(set.height)) {
-                (Some(w), Some(h)) => Some((w.min(u32::MAX.into()) as u32, h.min(u32::MAX.into()) as u32)),
+                (Some(w), Some(h)) => {
+                    Some((w.min(u32::MAX.into()) as u32, h.min(u32::MAX.into()) as u32))
+                }
                 _ => None,
             };
             let sample_rate = rep
@@ -610,7 +629,10 @@ mod tests {
             expand("chunk-$RepresentationID$-$Number%05d$.m4s", "0", 1, 7).unwrap(),
             "chunk-0-00007.m4s"
         );
-        assert_eq!(expand("$Bandwidth$/$Number$.m4s", "v", 800, 12).unwrap(), "800/12.m4s");
+        assert_eq!(
+            expand("$Bandwidth$/$Number$.m4s", "v", 800, 12).unwrap(),
+            "800/12.m4s"
+        );
         assert_eq!(expand("a$$b", "v", 0, 0).unwrap(), "a$b");
         assert!(expand("$Time$.m4s", "v", 0, 0).is_err());
         assert!(expand("$Number", "v", 0, 0).is_err());

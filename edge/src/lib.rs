@@ -18,3 +18,4 @@ pub mod streams;
 pub mod sys;
 pub mod tls;
 pub mod transport;
+pub mod upstream;

@@ -112,7 +112,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let catalog = edge::streams::Catalog::build(&c)?;
                 if !catalog.is_empty() {
-                    println!("{}: streams OK: {}", config.display(), catalog.names().join(", "));
+                    println!(
+                        "{}: streams OK: {}",
+                        config.display(),
+                        catalog.names().join(", ")
+                    );
                 }
                 println!("{}: configuration OK", config.display());
                 return Ok(());

@@ -132,6 +132,8 @@ impl LogLimiter {
 
 /// Rate limit for "opening a content file failed" (a disk fault, not a client error).
 pub static OPEN_FAILURE_LOG: LogLimiter = LogLimiter::new(10);
+/// Rate limit for "fetching a stream description from the origin failed".
+pub static ORIGIN_FETCH_LOG: LogLimiter = LogLimiter::new(10);
 /// Rate limit for "accept failed" (out of descriptors: it repeats every back-off).
 pub static ACCEPT_FAILURE_LOG: LogLimiter = LogLimiter::new(10);
 /// Rate limit for "kTLS hand-over failed".

@@ -26,10 +26,10 @@ use tracing::Instrument as _;
 
 use crate::config::{Config, KtlsMode};
 use crate::conn::{self, ConnShared};
-use crate::streams::Catalog;
 use crate::handler::Site;
 use crate::metrics::{CloseReason, KtlsSetupFailure, Metrics};
 use crate::offload::{self, Handover, KtlsSupport};
+use crate::streams::Catalog;
 use crate::tls::{self, TlsError};
 use crate::transport::{BufferPool, KtlsTransport, PlainTransport, RustlsStream, RustlsTransport};
 
@@ -240,7 +240,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if !catalog.is_empty() {
         tracing::info!(streams = ?catalog.names(), "publishing streams under /streams/");
     }
-    let site = site.with_catalog(Arc::new(catalog));
+    let catalog = Arc::new(catalog);
+    let site = site.with_catalog(catalog.clone());
 
     let tls_listener = bind_exclusive(config.tls_listen, "server.tls_listen")?;
     let http_listener = match config.http_listen {
@@ -309,6 +310,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             tracing::error!(error = %e, "admin listener failed");
         }
     });
+    tasks.spawn(catalog.refresh_from_origins(shutdown.clone()));
     tasks.spawn(accept_loop(tls_listener, ctx.clone(), true));
     if let Some(l) = http_listener {
         tasks.spawn(accept_loop(l, ctx.clone(), false));

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use manifest::policy::Refusal;
@@ -17,8 +18,9 @@ use manifest::token::SigningKeys;
 use manifest::{dash, hls, Decision, Live, Published};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use crate::config::{Config, SymlinkPolicy};
+use crate::config::{Config, StreamSource, SymlinkPolicy};
 use crate::handler::Site;
+use crate::upstream::{self, OriginUrl};
 
 /// Why the catalog could not be built; names the stream or the key file.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,9 @@ pub enum CatalogError {
         /// What is wrong.
         reason: String,
     },
+    /// The CA file for https origins could not be read.
+    #[error("manifests.origin_ca_file: {0}")]
+    OriginCa(String),
     /// The key file could not be read or parsed.
     #[error("manifests.keys_file {path}: {reason}")]
     Keys {
@@ -46,13 +51,37 @@ pub enum CatalogError {
     },
 }
 
-/// One published stream and the folder its files are served from.
+/// One published stream: its current description and where its segments are.
 #[derive(Debug)]
 pub struct Entry {
-    /// The stream, its clock and settings.
-    pub published: Published,
-    /// The stream's folder, opened like the content root.
-    pub site: Site,
+    published: RwLock<Option<Arc<Published>>>,
+    /// Where segments come from.
+    pub source: Source,
+}
+
+/// Where a published stream's segments are.
+#[derive(Debug)]
+pub enum Source {
+    /// A packaged folder, opened like the content root (origin mode).
+    Folder(Site),
+    /// An origin (edge mode): segment requests are redirected there until the
+    /// segment cache lands.
+    Origin(OriginUrl),
+}
+
+impl Entry {
+    /// The description now; `None` for an edge-mode stream whose origin has not
+    /// answered yet.
+    pub fn current(&self) -> Option<Arc<Published>> {
+        self.published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, p: Published) {
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(p));
+    }
 }
 
 /// Refusal reasons in label order.
@@ -85,6 +114,7 @@ struct CatalogMetrics {
     holds: IntCounter,
     held: IntGauge,
     generated: IntCounter,
+    origin_failures: IntCounter,
 }
 
 impl CatalogMetrics {
@@ -112,6 +142,11 @@ impl CatalogMetrics {
             "Playlists, MPDs and descriptions rendered",
         )
         .expect("valid metric");
+        let origin_failures = IntCounter::new(
+            "edge_origin_description_failures_total",
+            "Failed fetches of stream descriptions from an origin (edge mode)",
+        )
+        .expect("valid metric");
         let me = Self {
             refusals: REFUSALS
                 .iter()
@@ -120,6 +155,7 @@ impl CatalogMetrics {
             holds: holds.clone(),
             held: held.clone(),
             generated: generated.clone(),
+            origin_failures: origin_failures.clone(),
         };
         (
             me,
@@ -128,6 +164,7 @@ impl CatalogMetrics {
                 Box::new(holds),
                 Box::new(held),
                 Box::new(generated),
+                Box::new(origin_failures),
             ],
         )
     }
@@ -142,6 +179,9 @@ pub struct Catalog {
     max_held: usize,
     held: AtomicUsize,
     metrics: CatalogMetrics,
+    origin_tls: Option<Arc<rustls::ClientConfig>>,
+    origin_refresh: Duration,
+    origin_timeout: Duration,
     collectors: std::sync::Mutex<Vec<Box<dyn prometheus::core::Collector>>>,
 }
 
@@ -173,6 +213,9 @@ impl Catalog {
             max_held: 0,
             held: AtomicUsize::new(0),
             metrics,
+            origin_tls: None,
+            origin_refresh: Duration::from_secs(5),
+            origin_timeout: Duration::from_secs(5),
             collectors: std::sync::Mutex::new(collectors),
         }
     }
@@ -186,30 +229,116 @@ impl Catalog {
         if let Some(path) = &config.manifests.keys_file {
             c.keys = Some(read_keys(path)?);
         }
+        c.origin_refresh = config.manifests.origin_refresh;
+        c.origin_timeout = config.manifests.origin_timeout;
+        if let Some(ca) = &config.manifests.origin_ca_file {
+            c.origin_tls = Some(upstream::client_tls(ca).map_err(CatalogError::OriginCa)?);
+        }
         for sc in &config.streams {
-            let stream = crate::ingest::ingest(&sc.source, &sc.name)?;
-            let live = sc.live.map(|(epoch_ms, dvr_window_ms)| Live {
-                epoch_ms,
-                dvr_window_ms,
-            });
-            // Segment files are named by the validated description only; symlinks
-            // inside a packaged folder are refused like under the content root.
-            let site = Site::open(&sc.source, SymlinkPolicy::Refuse, config.cors.clone()).map_err(
-                |e| CatalogError::Source {
-                    name: sc.name.clone(),
-                    path: sc.source.display().to_string(),
-                    reason: e.to_string(),
+            let entry = match &sc.source {
+                StreamSource::Folder(dir) => {
+                    let stream = crate::ingest::ingest(dir, &sc.name)?;
+                    let live = sc.live.map(|(epoch_ms, dvr_window_ms)| Live {
+                        epoch_ms,
+                        dvr_window_ms,
+                    });
+                    // Segment files are named by the validated description only;
+                    // symlinks inside a packaged folder are refused like under the
+                    // content root.
+                    let site = Site::open(dir, SymlinkPolicy::Refuse, config.cors.clone())
+                        .map_err(|e| CatalogError::Source {
+                            name: sc.name.clone(),
+                            path: dir.display().to_string(),
+                            reason: e.to_string(),
+                        })?;
+                    Entry {
+                        published: RwLock::new(Some(Arc::new(Published::new(
+                            stream, live, sc.signed,
+                        )))),
+                        source: Source::Folder(site),
+                    }
+                }
+                StreamSource::Origin(url) => Entry {
+                    published: RwLock::new(None),
+                    source: Source::Origin(url.clone()),
                 },
-            )?;
-            c.streams.insert(
-                sc.name.clone(),
-                Entry {
-                    published: Published::new(stream, live, sc.signed),
-                    site,
-                },
-            );
+            };
+            c.streams.insert(sc.name.clone(), entry);
         }
         Ok(c)
+    }
+
+    /// Fetches the description of every edge-mode stream from its origin now and
+    /// then every `manifests.origin_refresh_secs`, until `shutdown`. A failed fetch
+    /// keeps the last good description (a rate-limited warning and a counter).
+    pub async fn refresh_from_origins(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let names: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, e)| matches!(e.source, Source::Origin(_)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        loop {
+            for name in &names {
+                self.refresh_one(name).await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.origin_refresh) => {}
+            }
+        }
+    }
+
+    async fn refresh_one(&self, name: &str) {
+        let Some(entry) = self.streams.get(name) else {
+            return;
+        };
+        let Source::Origin(origin) = &entry.source else {
+            return;
+        };
+        let path = format!("/streams/{name}/stream.json");
+        let result = upstream::get(
+            origin,
+            &path,
+            self.origin_tls.as_ref(),
+            self.origin_timeout,
+            64 << 20,
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|body| {
+            serde_json::from_slice::<manifest::Publication>(&body)
+                .map_err(|e| format!("not a stream description: {e}"))
+        })
+        .and_then(|p| {
+            if p.signed && self.keys.is_none() {
+                return Err(
+                    "the origin signs this stream but manifests.keys_file is not set here".into(),
+                );
+            }
+            Published::from_publication(p, name).map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(p) => {
+                if entry.current().is_none() {
+                    tracing::info!(stream = name, origin = %origin.base(), "stream description fetched from the origin");
+                }
+                entry.set(p);
+            }
+            Err(e) => {
+                self.metrics.origin_failures.inc();
+                if crate::metrics::ORIGIN_FETCH_LOG.allow() {
+                    tracing::warn!(stream = name, origin = %origin.base(), error = %e,
+                        "fetching the stream description failed; serving the last good one (rate-limited)");
+                }
+            }
+        }
     }
 
     /// Registers the catalog's counters (once).
@@ -327,7 +456,13 @@ impl Rendered {
 
 /// Renders what `d` asks for into `out` (cleared first); `None` for decisions that
 /// are not rendered.
-pub fn render(p: &Published, d: &Decision, now_ms: u64, out: &mut Vec<u8>, text: &mut String) -> Option<Rendered> {
+pub fn render(
+    p: &Published,
+    d: &Decision,
+    now_ms: u64,
+    out: &mut Vec<u8>,
+    text: &mut String,
+) -> Option<Rendered> {
     out.clear();
     let s = &p.stream;
     let tl = &p.timeline;
@@ -359,7 +494,7 @@ pub fn render(p: &Published, d: &Decision, now_ms: u64, out: &mut Vec<u8>, text:
         }
         Decision::Description => {
             // Serialising plain data into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, s);
+            let _ = serde_json::to_writer(&mut *out, &p.publication());
             Some(Rendered::Description)
         }
         _ => None,

@@ -97,7 +97,7 @@ impl Timeline {
 }
 
 /// A live channel's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Live {
     /// When global segment 0 started, in milliseconds since the Unix epoch.
     pub epoch_ms: u64,

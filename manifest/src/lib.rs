@@ -19,4 +19,4 @@ pub mod token;
 
 pub use clock::{Live, Timeline, Window};
 pub use model::{Container, DescriptionError, MediaKind, Rendition, Segment, Stream};
-pub use policy::{decide, Decision, Published, Refusal, Request};
+pub use policy::{decide, Decision, Publication, Published, Refusal, Request};

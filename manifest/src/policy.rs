@@ -63,6 +63,45 @@ impl Published {
     }
 }
 
+/// What an origin publishes about a stream at `stream.json`, so an edge renders the
+/// same manifests: the description, the live settings and whether tokens are needed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Publication {
+    /// The description.
+    pub stream: Stream,
+    /// The live channel's settings, `None` for VOD.
+    pub live: Option<Live>,
+    /// Whether requests need a signed token.
+    pub signed: bool,
+}
+
+impl Published {
+    /// What `stream.json` carries.
+    pub fn publication(&self) -> Publication {
+        Publication {
+            stream: self.stream.clone(),
+            live: self.live,
+            signed: self.signed,
+        }
+    }
+
+    /// Publishes what an origin described, after validating it (`name` is the name
+    /// this edge serves it under and must match).
+    pub fn from_publication(p: Publication, name: &str) -> Result<Self, crate::DescriptionError> {
+        p.stream.validate()?;
+        if p.stream.name != name {
+            return Err(crate::DescriptionError {
+                stream: name.to_string(),
+                defect: crate::model::Defect::Source(format!(
+                    "the origin describes stream `{}`",
+                    p.stream.name
+                )),
+            });
+        }
+        Ok(Self::new(p.stream, p.live, p.signed))
+    }
+}
+
 /// A request to the manifest routes.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'r> {

@@ -108,7 +108,7 @@ pub fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
 }
 
 /// `http://host[:port]/path` → `/path` (an authority with no path → `/`).
-fn strip_absolute_form(target: &[u8]) -> &[u8] {
+pub fn strip_absolute_form(target: &[u8]) -> &[u8] {
     let Some(authority) = absolute_form_authority(target) else {
         return target;
     };
