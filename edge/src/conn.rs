@@ -222,8 +222,8 @@ async fn send<T: Transport>(
             scratch.head.extend_from_slice(b);
             t.write_head(&scratch.head, false).await
         }
-        Body::Generated(n) => {
-            scratch.head.extend_from_slice(&scratch.body[..*n]);
+        Body::Shared(b) => {
+            scratch.head.extend_from_slice(b);
             t.write_head(&scratch.head, false).await
         }
         Body::File { file, offset, len } => match t.write_head(&scratch.head, true).await {

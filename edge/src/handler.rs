@@ -79,10 +79,6 @@ pub struct Scratch {
     resolved: Vec<u8>,
     /// The response head being built.
     pub head: Vec<u8>,
-    /// A generated body (playlists, MPDs), sent after the head.
-    pub body: Vec<u8>,
-    /// Text scratch for rendering.
-    text: String,
 }
 
 /// The body to send after the head.
@@ -92,8 +88,8 @@ pub enum Body {
     None,
     /// A short static body (error texts).
     Static(&'static [u8]),
-    /// A generated body, in [`Scratch::body`].
-    Generated(usize),
+    /// A generated body (a cached manifest rendering).
+    Shared(Arc<[u8]>),
     /// `len` bytes of `file` from `offset`.
     File {
         /// The open file.
@@ -111,7 +107,7 @@ impl Body {
         match self {
             Body::None => 0,
             Body::Static(b) => b.len() as u64,
-            Body::Generated(n) => *n as u64,
+            Body::Shared(b) => b.len() as u64,
             Body::File { len, .. } => *len,
         }
     }
@@ -726,10 +722,7 @@ fn manifest_response(
             }
         }
         d => {
-            let mut body = std::mem::take(&mut scratch.body);
-            let rendered = streams::render(&p, &d, now_ms, &mut body, &mut scratch.text);
-            scratch.body = body;
-            let Some(kind) = rendered else {
+            let Some((kind, bytes)) = entry.rendered(catalog, &p, &d, now_ms) else {
                 return refusal(
                     req,
                     site,
@@ -739,20 +732,20 @@ fn manifest_response(
                     manifest::Refusal::Unknown,
                 );
             };
-            catalog.generated();
-            let cache_control = d.cache_control(&p);
-            let len = scratch.body.len();
             let mut w = HeadWriter::start(&mut scratch.head, 200);
             w.header("Content-Type", kind.content_type())
-                .header_u64("Content-Length", len as u64)
-                .header("Cache-Control", cache_control.as_bytes());
+                .header_u64("Content-Length", bytes.len() as u64);
+            match d.max_age(&p) {
+                Some(secs) => w.header_prefixed_u64("Cache-Control", "public, max-age=", secs),
+                None => w.header("Cache-Control", b"no-store"),
+            };
             cors_headers(&mut w, origin, &site.cors);
             connection_header(&mut w, keep_alive);
             w.finish();
             let body = if req.method() == Method::Head {
                 Body::None
             } else {
-                Body::Generated(len)
+                Body::Shared(bytes)
             };
             Plan::new(200, body, !keep_alive)
         }

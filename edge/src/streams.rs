@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use manifest::policy::Refusal;
@@ -57,6 +57,27 @@ pub struct Entry {
     published: RwLock<Option<Arc<Published>>>,
     /// Where segments come from.
     pub source: Source,
+    /// The latest rendering of each manifest, reused while the window it shows is
+    /// current (a live playlist changes once per segment, a VOD one never).
+    rendered: Mutex<HashMap<Slot, Cached>>,
+}
+
+/// Which manifest a cache slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    Master,
+    Media(usize),
+    Mpd,
+    Description,
+}
+
+/// A rendering and the moment it shows: (first, end) of the live window, and for
+/// the MPD also the second (its publishTime and UTCTiming carry the clock).
+#[derive(Debug)]
+struct Cached {
+    stamp: (u64, u64, u64),
+    kind: Rendered,
+    bytes: Arc<[u8]>,
 }
 
 /// Where a published stream's segments are.
@@ -81,6 +102,70 @@ impl Entry {
 
     fn set(&self, p: Published) {
         *self.published.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(p));
+        self.rendered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn new(published: Option<Published>, source: Source) -> Self {
+        Self {
+            published: RwLock::new(published.map(Arc::new)),
+            source,
+            rendered: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The body for decision `d` about `p` at `now_ms`: the cached rendering while
+    /// it is current, else a fresh one (then cached). `None` for decisions that are
+    /// not rendered. Counts renders in `catalog`.
+    pub fn rendered(
+        &self,
+        catalog: &Catalog,
+        p: &Published,
+        d: &Decision,
+        now_ms: u64,
+    ) -> Option<(Rendered, Arc<[u8]>)> {
+        let slot = match *d {
+            Decision::Master => Slot::Master,
+            Decision::MediaPlaylist { rendition, .. } => Slot::Media(rendition),
+            Decision::Mpd => Slot::Mpd,
+            Decision::Description => Slot::Description,
+            _ => return None,
+        };
+        let (first, end) = p.window(now_ms).map_or((0, 0), |(_, w)| (w.first, w.end));
+        let second = if slot == Slot::Mpd && p.live.is_some() {
+            now_ms / 1000
+        } else {
+            0
+        };
+        let stamp = (first, end, second);
+        {
+            let cache = self.rendered.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cache.get(&slot).filter(|c| c.stamp == stamp) {
+                return Some((c.kind, c.bytes.clone()));
+            }
+        }
+        // Render outside the lock; a concurrent miss renders the same bytes.
+        let mut out = Vec::new();
+        let mut text = String::new();
+        // A live MPD carries the render time (publishTime, UTCTiming): reused for at
+        // most the rest of that second, its clock is less than a second old.
+        let kind = render(p, d, now_ms, &mut out, &mut text)?;
+        catalog.generated();
+        let bytes: Arc<[u8]> = out.into();
+        self.rendered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                slot,
+                Cached {
+                    stamp,
+                    kind,
+                    bytes: bytes.clone(),
+                },
+            );
+        Some((kind, bytes))
     }
 }
 
@@ -139,7 +224,7 @@ impl CatalogMetrics {
         .expect("valid metric");
         let generated = IntCounter::new(
             "edge_manifests_generated_total",
-            "Playlists, MPDs and descriptions rendered",
+            "Playlists, MPDs and descriptions rendered (cache misses: a live playlist is rendered once per segment)",
         )
         .expect("valid metric");
         let origin_failures = IntCounter::new(
@@ -251,17 +336,12 @@ impl Catalog {
                             path: dir.display().to_string(),
                             reason: e.to_string(),
                         })?;
-                    Entry {
-                        published: RwLock::new(Some(Arc::new(Published::new(
-                            stream, live, sc.signed,
-                        )))),
-                        source: Source::Folder(site),
-                    }
+                    Entry::new(
+                        Some(Published::new(stream, live, sc.signed)),
+                        Source::Folder(site),
+                    )
                 }
-                StreamSource::Origin(url) => Entry {
-                    published: RwLock::new(None),
-                    source: Source::Origin(url.clone()),
-                },
+                StreamSource::Origin(url) => Entry::new(None, Source::Origin(url.clone())),
             };
             c.streams.insert(sc.name.clone(), entry);
         }
@@ -377,8 +457,7 @@ impl Catalog {
         self.metrics.refusals[refusal_index(r)].inc();
     }
 
-    /// Counts a rendered manifest.
-    pub fn generated(&self) {
+    fn generated(&self) {
         self.metrics.generated.inc();
     }
 

@@ -14,6 +14,11 @@ use crate::model::Stream;
 pub struct Timeline {
     /// End of each segment relative to the stream's start; the last is the total.
     ends_us: Vec<u64>,
+    /// The longest segment.
+    max_us: u64,
+    /// Per rendition, the start of each segment in its own ticks (prefix sums,
+    /// `len + 1` entries), so a window's first tick is a lookup, not a sum.
+    starts_ticks: Vec<Vec<u64>>,
 }
 
 impl Timeline {
@@ -28,8 +33,41 @@ impl Timeline {
                 ticks += s.duration;
                 p.ticks_to_us(ticks)
             })
+            .collect::<Vec<u64>>();
+        let mut prev = 0;
+        let max_us = ends_us
+            .iter()
+            .map(|&e| {
+                let d = e - prev;
+                prev = e;
+                d
+            })
+            .max()
+            .unwrap_or(0);
+        let starts_ticks = stream
+            .renditions
+            .iter()
+            .map(|r| {
+                let mut acc = 0u64;
+                std::iter::once(0)
+                    .chain(r.segments.iter().map(|s| {
+                        acc = acc.saturating_add(s.duration);
+                        acc
+                    }))
+                    .collect()
+            })
             .collect();
-        Self { ends_us }
+        Self {
+            ends_us,
+            max_us,
+            starts_ticks,
+        }
+    }
+
+    /// Where segment `index` (within a loop) of rendition `rendition` starts, in
+    /// that rendition's ticks from its first segment.
+    pub fn start_ticks(&self, rendition: usize, index: usize) -> u64 {
+        self.starts_ticks[rendition][index]
     }
 
     /// Segments per loop.
@@ -66,16 +104,7 @@ impl Timeline {
 
     /// The longest segment.
     pub fn max_duration_us(&self) -> u64 {
-        let mut prev = 0;
-        self.ends_us
-            .iter()
-            .map(|&e| {
-                let d = e - prev;
-                prev = e;
-                d
-            })
-            .max()
-            .unwrap_or(0)
+        self.max_us
     }
 
     /// (loop, index within the loop) of global segment `g`.

@@ -127,10 +127,11 @@ fn period(
         .into_iter()
         .enumerate()
     {
-        let reps: Vec<&Rendition> = stream
+        let reps: Vec<(usize, &Rendition)> = stream
             .renditions
             .iter()
-            .filter(|r| r.kind == kind)
+            .enumerate()
+            .filter(|(_, r)| r.kind == kind)
             .collect();
         if reps.is_empty() {
             continue;
@@ -144,7 +145,7 @@ fn period(
             out,
             "    <AdaptationSet id=\"{set_id}\"{content} mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">"
         );
-        for r in reps {
+        for (index, r) in reps {
             let _ = write!(
                 out,
                 "      <Representation id=\"{}\" bandwidth=\"{}\" codecs=\"{}\"",
@@ -157,7 +158,7 @@ fn period(
                 let _ = write!(out, " audioSamplingRate=\"{rate}\"");
             }
             out.push_str(">\n");
-            template(out, r, tl, &range);
+            template(out, r, index, tl, &range);
             out.push_str("      </Representation>\n");
         }
         out.push_str("    </AdaptationSet>\n");
@@ -165,7 +166,13 @@ fn period(
     out.push_str("  </Period>\n");
 }
 
-fn template(out: &mut String, r: &Rendition, tl: &Timeline, range: &std::ops::Range<u64>) {
+fn template(
+    out: &mut String,
+    r: &Rendition,
+    rendition: usize,
+    tl: &Timeline,
+    range: &std::ops::Range<u64>,
+) {
     let _ = writeln!(
         out,
         "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"{}\" startNumber=\"{}\" \
@@ -175,11 +182,7 @@ fn template(out: &mut String, r: &Rendition, tl: &Timeline, range: &std::ops::Ra
     out.push_str("          <SegmentTimeline>\n");
     if !range.is_empty() {
         let (_, first_i) = tl.split(range.start);
-        let mut t = r.start_time
-            + r.segments[..first_i]
-                .iter()
-                .map(|s| s.duration)
-                .sum::<u64>();
+        let mut t = r.start_time + tl.start_ticks(rendition, first_i);
         let mut first = true;
         let mut run: Option<(u64, u64)> = None; // (duration, repeats)
         let flush = |out: &mut String, run: (u64, u64), t_at: Option<u64>| {

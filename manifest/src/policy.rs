@@ -209,24 +209,33 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// Cache-Control for an answer of this decision about `p`.
-    pub fn cache_control(&self, p: &Published) -> String {
+    /// The `max-age` of a 200 answer of this decision about `p` (served as
+    /// `public, max-age=N`); `None` for decisions that are not answered 200.
+    pub fn max_age(&self, p: &Published) -> Option<u64> {
         let half_target = (p.target_secs() / 2).max(1);
-        match self {
-            Decision::Refuse(r) => r.cache_control().to_string(),
-            Decision::Init { .. } | Decision::Segment { .. } => "public, max-age=86400".into(),
-            Decision::Description => "public, max-age=5".into(),
-            Decision::Master => "public, max-age=300".into(),
+        Some(match self {
+            Decision::Refuse(_) | Decision::Hold { .. } => return None,
+            Decision::Init { .. } | Decision::Segment { .. } => 86_400,
+            Decision::Description => 5,
+            Decision::Master => 300,
             Decision::MediaPlaylist { blocking, .. } if p.live.is_some() => {
-                let secs = if *blocking {
+                if *blocking {
                     6 * p.target_secs()
                 } else {
                     half_target
-                };
-                format!("public, max-age={secs}")
+                }
             }
-            Decision::Mpd if p.live.is_some() => format!("public, max-age={half_target}"),
-            _ => "public, max-age=300".into(),
+            Decision::Mpd if p.live.is_some() => half_target,
+            _ => 300,
+        })
+    }
+
+    /// The Cache-Control value of an answer of this decision about `p`.
+    pub fn cache_control(&self, p: &Published) -> String {
+        match (self, self.max_age(p)) {
+            (Decision::Refuse(r), _) => r.cache_control().to_string(),
+            (_, Some(secs)) => format!("public, max-age={secs}"),
+            (_, None) => "no-store".into(),
         }
     }
 }

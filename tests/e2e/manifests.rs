@@ -726,11 +726,14 @@ async fn an_edge_renders_the_origins_manifests_from_its_description() {
             break;
         }
         assert_eq!(r.status, 503, "before the origin answered");
+        assert_eq!(r.header("retry-after"), Some("1"));
         assert!(
             t0.elapsed() < Duration::from_secs(5),
             "the edge never got the description"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+        // A 5xx closes the connection.
+        e = connect(&edge, true).await;
     }
     for path in [
         "/streams/vod/master.m3u8",

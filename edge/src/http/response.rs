@@ -42,6 +42,13 @@ impl<'a> HeadWriter<'a> {
         self
     }
 
+    /// Adds a header whose value is a fixed prefix and a decimal, e.g.
+    /// `Cache-Control: public, max-age=60`.
+    pub fn header_prefixed_u64(&mut self, name: &str, prefix: &str, value: u64) -> &mut Self {
+        let _ = write!(self.buf, "{name}: {prefix}{value}\r\n");
+        self
+    }
+
     /// Adds a header with an HTTP-date value.
     pub fn header_date(&mut self, name: &str, t: SystemTime) -> &mut Self {
         let _ = write!(self.buf, "{name}: {}\r\n", httpdate::HttpDate::from(t));
