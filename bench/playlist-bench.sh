@@ -172,6 +172,9 @@ http {
     tcp_nodelay on;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
+    # nginx at its best for small static files: descriptors and stat results cached
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
     types {
         application/vnd.apple.mpegurl m3u8;
         application/dash+xml mpd;
@@ -313,7 +316,7 @@ cpu_ticks() {
 
 # ---------------------------------------------------------------- host info, edge, snapshots
 log "host: $(uname -sr), $(nproc) CPUs ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
-log "nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1, access_log off, no kTLS; pinned to CPU $SERVER_CPU"
+log "nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1, access_log off, open_file_cache on, no kTLS; pinned to CPU $SERVER_CPU"
 log "edge: $EDGE_BIN (EDGE_WORKER_THREADS=$EDGE_WORKER_THREADS; CPU counts all edge threads), ktls=off; pinned to CPU $SERVER_CPU"
 log "client: wrk -t $WRK_THREADS -c {$CONNS} -d ${DURATION}s --latency, keep-alive; pinned to CPU $CLIENT_CPU"
 log "cases: $CASES; schemes: $SCHEMES; warm-up ${WARMUP}s per server+scheme"
@@ -487,7 +490,7 @@ MD=$OUT/playlist-results.md
   echo
   echo "- host: $(uname -sr), $(nproc) CPUs ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)); load avg at start $START_LOAD, at end $END_LOAD"
   echo "- client: wrk $("$WRK" -v 2>&1 | awk 'NR==1{print $2}') \`-t $WRK_THREADS -c C -d ${DURATION}s --latency\`, keep-alive, one URL per point, pinned to CPU $CLIENT_CPU; servers pinned to CPU $SERVER_CPU"
-  echo "- nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'), \`worker_processes 1\`, access_log off, serving files saved from edge's responses"
+  echo "- nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'), \`worker_processes 1\`, access_log off, open_file_cache on, serving files saved from edge's responses"
   echo "- edge: \`EDGE_WORKER_THREADS=$EDGE_WORKER_THREADS\` (CPU counts all edge threads), manifests generated per request, binary \`$EDGE_BIN\` ($(date -u -r "$EDGE_BIN" '+%Y-%m-%d %H:%M UTC'))"
   echo "- TLS: ECDSA P-256 self-signed, TLS 1.2/1.3, no kTLS. us/req = server CPU microseconds per request; client util = wrk CPU s / duration"
   echo "- $SAT_LINE"
