@@ -788,3 +788,52 @@ async fn an_edge_renders_the_origins_manifests_from_its_description() {
         "failed refreshes are counted:\n{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_refuses_a_broken_description_from_its_origin() {
+    // The "origin" here serves files: stream.json is whatever the test writes.
+    let origin = TestServer::start("").await;
+    let good = manifest::policy::Publication {
+        stream: edge::ingest::ingest(&content("hls_ts"), "bad").unwrap(),
+        live: None,
+        signed: false,
+    };
+    let mut broken = good.clone();
+    broken.stream.renditions[0].segments[3].number += 5; // a gap
+    origin.put(
+        "streams/bad/stream.json",
+        &serde_json::to_vec(&broken).unwrap(),
+    );
+    let edge = TestServer::start(&format!(
+        "[manifests]\norigin_refresh_secs = 1\n[[streams]]\nname = \"bad\"\norigin = \"http://{}\"\n",
+        origin.http
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut e = connect(&edge, false).await;
+    let r = get(&mut e, "/streams/bad/master.m3u8", "edge").await;
+    assert_eq!(r.status, 503, "a description with a gap must not be served");
+    let m = edge.metrics_text().await;
+    assert!(
+        m.lines().any(|l| l.starts_with("edge_origin_description_failures_total ") && !l.ends_with(" 0")),
+        "{m}"
+    );
+    // Fixed at the origin: the next refresh picks it up.
+    origin.put(
+        "streams/bad/stream.json",
+        &serde_json::to_vec(&good).unwrap(),
+    );
+    let t0 = Instant::now();
+    loop {
+        let mut e = connect(&edge, false).await;
+        let r = get(&mut e, "/streams/bad/master.m3u8", "edge").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the fixed description was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
