@@ -125,10 +125,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ingest { dir, name, out } => {
             let name = name.unwrap_or_else(|| {
-                dir.canonicalize()
-                    .ok()
-                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_default()
+                let d = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+                d.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "stream".into())
             });
             let stream = edge::ingest::ingest(&dir, &name)?;
             let json = serde_json::to_string_pretty(&stream)?;
