@@ -647,15 +647,9 @@ fn manifest_response(
     let catalog = &*site.catalog;
     let now_ms = streams::now_ms();
     let name = manifest::policy::split_path(&scratch.rel).map_or("", |(_, n, _)| n);
+    let refuse = |scratch: &mut Scratch, r| refusal(req, site, scratch, origin, keep_alive, r);
     let Some(entry) = catalog.get(name) else {
-        return refusal(
-            req,
-            site,
-            scratch,
-            origin,
-            keep_alive,
-            manifest::Refusal::Unknown,
-        );
+        return refuse(scratch, manifest::Refusal::Unknown);
     };
     let Some(p) = entry.current() else {
         // Edge mode, and the origin has not described the stream yet.
@@ -676,7 +670,7 @@ fn manifest_response(
     };
     let decision = manifest::decide(&request, Some(&p), catalog.keys(), now_ms);
     match decision {
-        manifest::Decision::Refuse(r) => refusal(req, site, scratch, origin, keep_alive, r),
+        manifest::Decision::Refuse(r) => refuse(scratch, r),
         manifest::Decision::Hold { until_ms } => Plan {
             status: 0,
             body: Body::None,
@@ -723,14 +717,7 @@ fn manifest_response(
         }
         d => {
             let Some((kind, bytes)) = entry.rendered(catalog, &p, &d, now_ms) else {
-                return refusal(
-                    req,
-                    site,
-                    scratch,
-                    origin,
-                    keep_alive,
-                    manifest::Refusal::Unknown,
-                );
+                return refuse(scratch, manifest::Refusal::Unknown);
             };
             let mut w = HeadWriter::start(&mut scratch.head, 200);
             w.header("Content-Type", kind.content_type())

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use manifest::policy::Refusal;
 use manifest::token::SigningKeys;
-use manifest::{dash, hls, Decision, Live, Published};
+use manifest::{dash, hls, Decision, Live, Published, View};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::config::{Config, StreamSource, SymlinkPolicy};
@@ -133,7 +133,11 @@ impl Entry {
             Decision::Description => Slot::Description,
             _ => return None,
         };
-        let (first, end) = p.window(now_ms).map_or((0, 0), |(_, w)| (w.first, w.end));
+        let view = p.view(now_ms);
+        let (first, end) = match view {
+            View::Live { window, .. } => (window.first, window.end),
+            View::Vod => (0, 0),
+        };
         let second = if slot == Slot::Mpd && p.live.is_some() {
             now_ms / 1000
         } else {
@@ -146,12 +150,10 @@ impl Entry {
                 return Some((c.kind, c.bytes.clone()));
             }
         }
-        // Render outside the lock; a concurrent miss renders the same bytes.
-        let mut out = Vec::new();
-        let mut text = String::new();
-        // A live MPD carries the render time (publishTime, UTCTiming): reused for at
-        // most the rest of that second, its clock is less than a second old.
-        let kind = render(p, d, now_ms, &mut out, &mut text)?;
+        // Render outside the lock; a concurrent miss renders the same bytes. A live
+        // MPD carries the render time (publishTime, UTCTiming): reused for at most
+        // the rest of that second, its clock is less than a second old.
+        let (kind, out) = render(p, slot, view);
         catalog.generated();
         let bytes: Arc<[u8]> = out.into();
         self.rendered
@@ -533,49 +535,30 @@ impl Rendered {
     }
 }
 
-/// Renders what `d` asks for into `out` (cleared first); `None` for decisions that
-/// are not rendered.
-pub fn render(
-    p: &Published,
-    d: &Decision,
-    now_ms: u64,
-    out: &mut Vec<u8>,
-    text: &mut String,
-) -> Option<Rendered> {
-    out.clear();
-    let s = &p.stream;
-    let tl = &p.timeline;
-    match *d {
-        Decision::Master => {
-            hls::write_master(&hls::master(s), out);
-            Some(Rendered::Playlist)
+/// Renders `slot` of `p` as it is at `view`.
+fn render(p: &Published, slot: Slot, view: View) -> (Rendered, Vec<u8>) {
+    let (s, tl) = (&p.stream, &p.timeline);
+    let mut out = Vec::new();
+    let kind = match slot {
+        Slot::Master => {
+            hls::write_master(&hls::master(s), &mut out);
+            Rendered::Playlist
         }
-        Decision::MediaPlaylist { rendition, .. } => {
-            let view = match p.window(now_ms) {
-                None => hls::View::Vod,
-                Some((live, window)) => hls::View::Live { live, window },
-            };
-            hls::write_media(&hls::media(s, &s.renditions[rendition], tl, view), out);
-            Some(Rendered::Playlist)
+        Slot::Media(rendition) => {
+            hls::write_media(&hls::media(s, &s.renditions[rendition], tl, view), &mut out);
+            Rendered::Playlist
         }
-        Decision::Mpd => {
-            let view = match p.window(now_ms) {
-                None => dash::View::Vod,
-                Some((live, window)) => dash::View::Live {
-                    live,
-                    window,
-                    now_ms,
-                },
-            };
-            dash::mpd(s, tl, view, text);
-            out.extend_from_slice(text.as_bytes());
-            Some(Rendered::Mpd)
+        Slot::Mpd => {
+            let mut text = String::new();
+            dash::mpd(s, tl, view, &mut text);
+            out = text.into_bytes();
+            Rendered::Mpd
         }
-        Decision::Description => {
+        Slot::Description => {
             // Serialising plain data into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, &p.publication());
-            Some(Rendered::Description)
+            let _ = serde_json::to_writer(&mut out, &p.publication());
+            Rendered::Description
         }
-        _ => None,
-    }
+    };
+    (kind, out)
 }

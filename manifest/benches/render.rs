@@ -93,7 +93,16 @@ fn main() {
         let mut out = Vec::with_capacity(1 << 20);
         measure(&format!("HLS media playlist, {label}"), || {
             out.clear();
-            let pl = hls::media(&s, &s.renditions[0], &tl, hls::View::Live { live, window });
+            let pl = hls::media(
+                &s,
+                &s.renditions[0],
+                &tl,
+                hls::View::Live {
+                    live,
+                    window,
+                    now_ms: now,
+                },
+            );
             hls::write_media(&pl, &mut out);
             out.len()
         });

@@ -125,6 +125,23 @@ impl Timeline {
     }
 }
 
+/// Which moment of a stream a manifest shows (HLS media playlists and MPDs alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The whole stream, ended (HLS `ENDLIST`, DASH `type="static"`).
+    Vod,
+    /// A live window.
+    Live {
+        /// The channel.
+        live: Live,
+        /// The segments listed.
+        window: Window,
+        /// The server's clock, in milliseconds since the Unix epoch (the MPD's
+        /// publishTime and UTCTiming).
+        now_ms: u64,
+    },
+}
+
 /// A live channel's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Live {

@@ -12,25 +12,11 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat};
 
-use crate::clock::{Live, Timeline, Window};
+use crate::clock::Timeline;
 use crate::hls::target_duration_secs;
 use crate::model::{MediaKind, Rendition, Stream};
 
-/// Which moment of a stream an MPD shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    /// The whole stream (`type="static"`).
-    Vod,
-    /// A live window (`type="dynamic"`).
-    Live {
-        /// The channel.
-        live: Live,
-        /// The segments listed.
-        window: Window,
-        /// The server's clock, in milliseconds since the Unix epoch.
-        now_ms: u64,
-    },
-}
+pub use crate::clock::View;
 
 /// `xs:duration` of `us` microseconds, e.g. `PT12.000000S`.
 fn duration(us: u64) -> String {
@@ -222,6 +208,7 @@ fn template(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Live;
     use crate::model::{tests::sample, Container};
     use dash_mpd_core as dash;
 

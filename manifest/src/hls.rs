@@ -15,25 +15,13 @@ use m3u8_rs::{
     MediaPlaylistType, MediaSegment, Resolution, VariantStream,
 };
 
-use crate::clock::{Live, Timeline, Window};
+use crate::clock::Timeline;
 use crate::model::{Container, MediaKind, Rendition, Stream};
 
 /// The audio group id used in master playlists.
 const AUDIO_GROUP: &str = "audio";
 
-/// Which moment of a stream a media playlist shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    /// The whole stream, ended.
-    Vod,
-    /// A live window.
-    Live {
-        /// The channel.
-        live: Live,
-        /// The segments listed.
-        window: Window,
-    },
-}
+pub use crate::clock::View;
 
 fn version(stream: &Stream) -> usize {
     match stream.container {
@@ -144,7 +132,7 @@ pub fn media(stream: &Stream, r: &Rendition, tl: &Timeline, view: View) -> Media
             pl.end_list = true;
             pl.segments = (0..tl.len()).map(seg).collect();
         }
-        View::Live { live, window } => {
+        View::Live { live, window, .. } => {
             pl.media_sequence = window.first;
             // The loop of the first listed segment: one DISCONTINUITY per loop
             // boundary before it has left the playlist.
@@ -192,6 +180,7 @@ pub fn write_media(pl: &MediaPlaylist, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Live;
     use crate::model::tests::sample;
 
     fn parse_media(bytes: &[u8]) -> MediaPlaylist {
@@ -254,7 +243,16 @@ mod tests {
         // started loop 4 and has left the window.
         let window = live.window(&tl, live.epoch_ms + 73_000);
         assert_eq!((window.first, window.end), (31, 36));
-        let pl = media(&s, &s.renditions[0], &tl, View::Live { live, window });
+        let pl = media(
+            &s,
+            &s.renditions[0],
+            &tl,
+            View::Live {
+                live,
+                window,
+                now_ms: 0,
+            },
+        );
         let mut out = Vec::new();
         write_media(&pl, &mut out);
         assert_eq!(parse_media(&out), pl);
@@ -270,7 +268,16 @@ mod tests {
         );
         // Across a loop boundary: 36 starts loop 6.
         let window = live.window(&tl, live.epoch_ms + 75_000);
-        let pl = media(&s, &s.renditions[0], &tl, View::Live { live, window });
+        let pl = media(
+            &s,
+            &s.renditions[0],
+            &tl,
+            View::Live {
+                live,
+                window,
+                now_ms: 0,
+            },
+        );
         let mut out = Vec::new();
         write_media(&pl, &mut out);
         let text = String::from_utf8(out).unwrap();

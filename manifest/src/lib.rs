@@ -17,6 +17,6 @@ pub mod probe;
 pub mod query;
 pub mod token;
 
-pub use clock::{Live, Timeline, Window};
+pub use clock::{Live, Timeline, View, Window};
 pub use model::{Container, DescriptionError, MediaKind, Rendition, Segment, Stream};
 pub use policy::{decide, Decision, Publication, Published, Refusal, Request};

@@ -21,7 +21,7 @@
 //! then time. The edge keeps the connection open after every one of these answers
 //! and adds CORS headers to them.
 
-use crate::clock::{Live, Timeline, Window};
+use crate::clock::{Live, Timeline, View, Window};
 use crate::model::{Container, Stream};
 use crate::query::{self, Blocking};
 use crate::token::{SigningKeys, TokenError};
@@ -50,6 +50,18 @@ impl Published {
             stream,
             live,
             signed,
+        }
+    }
+
+    /// What a manifest of this stream shows at `now_ms`.
+    pub fn view(&self, now_ms: u64) -> View {
+        match self.window(now_ms) {
+            None => View::Vod,
+            Some((live, window)) => View::Live {
+                live,
+                window,
+                now_ms,
+            },
         }
     }
 

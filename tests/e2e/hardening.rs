@@ -24,16 +24,10 @@ use std::time::{Duration, Instant};
 
 use edge_tests::{
     client_config, edge_bin, listening_addr, pattern, status_line_by, tls_handshake,
-    write_binary_config, Client, Response, TempDir, TestServer,
+    write_binary_config, AnyClient, Client, Conn, Response, TempDir, TestServer,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
-
-/// A client stream of either listener.
-trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
-
-type AnyClient = Client<Box<dyn Conn>>;
 
 /// The file every connection-reuse check fetches.
 const FILE: &str = "/f.ts";
@@ -53,11 +47,7 @@ async fn server(extra: &str) -> TestServer {
 }
 
 async fn connect(s: &TestServer, tls: bool) -> AnyClient {
-    if tls {
-        Client::new(Box::new(s.tls_connect().await))
-    } else {
-        Client::new(Box::new(TcpStream::connect(s.http).await.unwrap()))
-    }
+    s.client(tls).await
 }
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than `secs`.

@@ -14,14 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use edge_tests::{edge_bin, Client, Response, TempDir, TestServer};
+use edge_tests::{edge_bin, AnyClient, Client, Response, TempDir, TestServer};
 use manifest::token::SigningKeys;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-
-trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
-type AnyClient = Client<Box<dyn Conn>>;
 
 const LISTENERS: [(bool, &str); 2] = [(false, "plain HTTP"), (true, "TLS")];
 const NEW_KEY: &str = "k2 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -67,11 +62,7 @@ async fn server(dir: &TempDir, epoch_secs: u64, manifests_extra: &str) -> TestSe
 }
 
 async fn connect(s: &TestServer, tls: bool) -> AnyClient {
-    if tls {
-        Client::new(Box::new(s.tls_connect().await))
-    } else {
-        Client::new(Box::new(TcpStream::connect(s.http).await.unwrap()))
-    }
+    s.client(tls).await
 }
 
 async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
@@ -546,6 +537,15 @@ fn edit(path: &Path, from: &str, to: &str) {
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
 
+/// Rewrites the declared duration (`EXTINF:` value) of `seg_002.ts`.
+fn extinf_of_seg_002(dir: &Path, value: &str) {
+    edit(
+        &dir.join("index.m3u8"),
+        "#EXTINF:2.000000,\nseg_002.ts",
+        &format!("#EXTINF:{value}\nseg_002.ts"),
+    );
+}
+
 /// Damages a copied folder.
 type Breaker = Box<dyn Fn(&Path)>;
 
@@ -568,35 +568,17 @@ fn ingest_refuses_broken_folders_naming_the_stream_and_the_defect() {
         ),
         (
             "zero",
-            Box::new(|d| {
-                edit(
-                    &d.join("index.m3u8"),
-                    "#EXTINF:2.000000,\nseg_002.ts",
-                    "#EXTINF:0,\nseg_002.ts",
-                )
-            }),
+            Box::new(|d| extinf_of_seg_002(d, "0,")),
             "declared duration 0 is not positive",
         ),
         (
             "negative",
-            Box::new(|d| {
-                edit(
-                    &d.join("index.m3u8"),
-                    "#EXTINF:2.000000,\nseg_002.ts",
-                    "#EXTINF:-2,\nseg_002.ts",
-                )
-            }),
+            Box::new(|d| extinf_of_seg_002(d, "-2,")),
             "is not positive",
         ),
         (
             "lying",
-            Box::new(|d| {
-                edit(
-                    &d.join("index.m3u8"),
-                    "#EXTINF:2.000000,\nseg_002.ts",
-                    "#EXTINF:5.000000,\nseg_002.ts",
-                )
-            }),
+            Box::new(|d| extinf_of_seg_002(d, "5.000000,")),
             "declared duration 5.000 s but the media lasts 2.000 s",
         ),
         (

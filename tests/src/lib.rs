@@ -133,6 +133,17 @@ impl TestServer {
         std::fs::write(p, data).unwrap();
     }
 
+    /// A keep-alive client on the TLS listener (`tls`) or the plain-HTTP one.
+    pub async fn client(&self, tls: bool) -> AnyClient {
+        if tls {
+            Client::new(Box::new(self.tls_connect().await))
+        } else {
+            Client::new(Box::new(
+                TcpStream::connect(self.http).await.expect("connect"),
+            ))
+        }
+    }
+
     /// A TLS client connection that verifies the server's generated certificate.
     pub async fn tls_connect(&self) -> TlsStream<TcpStream> {
         tls_connect(self.tls, &self.state.join("cert.pem"), None).await
@@ -224,6 +235,13 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// A client stream of either listener.
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+/// A client on either listener ([`TestServer::client`]).
+pub type AnyClient = Client<Box<dyn Conn>>;
 
 /// A connection that reads responses, keeping bytes read past one response.
 pub struct Client<S> {
