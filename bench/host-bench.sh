@@ -64,26 +64,10 @@ EDGE_TLS_PORT=${EDGE_TLS_PORT:-25443}
 EDGE_ADMIN_PORT=${EDGE_ADMIN_PORT:-25081}
 HOST=127.0.0.1
 
-log() { printf '==> %s\n' "$*"; }
-warn() { printf 'WARNING: %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 # ---------------------------------------------------------------- tools
-install_missing() {
-  local -a pkgs=()
-  command -v wrk >/dev/null || pkgs+=(wrk)
-  command -v openssl >/dev/null || pkgs+=(openssl)
-  command -v curl >/dev/null || pkgs+=(curl ca-certificates)
-  if [[ -z ${NGINX_BIN:-} ]] && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
-    pkgs+=(nginx)
-  fi
-  ((${#pkgs[@]})) || return 0
-  [[ $EUID -eq 0 ]] || die "missing packages: ${pkgs[*]} (run as root to have them installed)"
-  log "installing missing packages: ${pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-}
 install_missing
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 WRK=$(command -v wrk)
@@ -228,25 +212,9 @@ max_requests_per_connection = 1000000
 EOF
 
 # ---------------------------------------------------------------- servers
-declare -A PID=()
-stop_servers() {
-  local s p t
-  for s in "${!PID[@]}"; do
-    p=${PID[$s]}
-    kill -TERM "$p" 2>/dev/null || continue
-    for ((t = 0; t < 50; t++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  PID=()
-}
 trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-
-http_port() { if [[ $1 == nginx ]]; then echo "$NGINX_HTTP_PORT"; else echo "$EDGE_HTTP_PORT"; fi; }
-tls_port() { if [[ $1 == nginx ]]; then echo "$NGINX_HTTPS_PORT"; else echo "$EDGE_TLS_PORT"; fi; }
 url_prefix() { if [[ $1 == nginx ]]; then echo /; else echo "$EDGE_URL_PREFIX"; fi; }
 base_url() { # server scheme
   if [[ $2 == http ]]; then echo "http://$HOST:$(http_port "$1")"; else echo "https://$HOST:$(tls_port "$1")"; fi
@@ -284,28 +252,6 @@ start_server() {
     sleep 0.1
   done
   die "$s did not accept connections within 30 s (logs in $OUT/logs)"
-}
-
-# pid and all its (recursive) children
-proc_tree() {
-  local p c
-  for p; do
-    echo "$p"
-    for c in $(pgrep -P "$p" 2>/dev/null || true); do proc_tree "$c"; done
-  done
-}
-
-# sum of utime+stime ticks (all threads) of the given pids
-cpu_ticks() {
-  local total=0 p line rest
-  local -a f
-  for p; do
-    line=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-    rest=${line##*) }
-    read -r -a f <<<"$rest"
-    total=$((total + f[11] + f[12])) # fields 14 (utime) and 15 (stime)
-  done
-  echo "$total"
 }
 
 verify_server() {

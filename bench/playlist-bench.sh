@@ -80,9 +80,8 @@ EDGE_ADMIN_PORT=${EDGE_ADMIN_PORT:-25081}
 HOST=127.0.0.1
 SERVERS=(nginx edge) # order within each data point pair
 
-log() { printf '==> %s\n' "$*"; }
-warn() { printf 'WARNING: %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 case_path() {
   case $1 in
@@ -107,22 +106,6 @@ NCONNS=$(wc -w <<<"$CONNS")
 [[ -x $EDGE_BIN ]] || die "edge binary not found at $EDGE_BIN (build it with 'cargo build --release' or set EDGE_BIN)"
 [[ -d $STREAM_SOURCE ]] || die "stream source folder not found: $STREAM_SOURCE"
 
-install_missing() {
-  local -a pkgs=()
-  command -v wrk >/dev/null || pkgs+=(wrk)
-  command -v openssl >/dev/null || pkgs+=(openssl)
-  command -v curl >/dev/null || pkgs+=(curl ca-certificates)
-  command -v taskset >/dev/null || pkgs+=(util-linux)
-  if [[ -z ${NGINX_BIN:-} ]] && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
-    pkgs+=(nginx)
-  fi
-  ((${#pkgs[@]})) || return 0
-  [[ $EUID -eq 0 ]] || die "missing packages: ${pkgs[*]} (run as root to have them installed)"
-  log "installing missing packages: ${pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-}
 install_missing
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 WRK=$(command -v wrk)
@@ -232,24 +215,9 @@ epoch_secs = 0
 EOF
 
 # ---------------------------------------------------------------- servers
-declare -A PID=()
-stop_servers() {
-  local s p t
-  for s in "${!PID[@]}"; do
-    p=${PID[$s]}
-    kill -TERM "$p" 2>/dev/null || continue
-    for ((t = 0; t < 50; t++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  PID=()
-}
 trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-http_port() { if [[ $1 == nginx ]]; then echo "$NGINX_HTTP_PORT"; else echo "$EDGE_HTTP_PORT"; fi; }
-tls_port() { if [[ $1 == nginx ]]; then echo "$NGINX_HTTPS_PORT"; else echo "$EDGE_TLS_PORT"; fi; }
 base_url() { # server scheme
   if [[ $2 == http ]]; then echo "http://$HOST:$(http_port "$1")"; else echo "https://$HOST:$(tls_port "$1")"; fi
 }
@@ -290,28 +258,6 @@ start_server() { # server ready-path
     sleep 0.1
   done
   die "$s did not accept connections within 30 s (logs in $OUT/logs)"
-}
-
-# pid and all its (recursive) children
-proc_tree() {
-  local p c
-  for p; do
-    echo "$p"
-    for c in $(pgrep -P "$p" 2>/dev/null || true); do proc_tree "$c"; done
-  done
-}
-
-# sum of utime+stime ticks of the given pids (a process's stat covers all its threads)
-cpu_ticks() {
-  local total=0 p line rest
-  local -a f
-  for p; do
-    line=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-    rest=${line##*) }
-    read -r -a f <<<"$rest"
-    total=$((total + f[11] + f[12])) # fields 14 (utime) and 15 (stime)
-  done
-  echo "$total"
 }
 
 # ---------------------------------------------------------------- host info, edge, snapshots
