@@ -259,6 +259,120 @@ pub struct RawConfig {
     manifests: RawManifests,
     #[serde(default)]
     streams: Vec<RawStream>,
+    upstream: Option<RawUpstream>,
+    storage: Option<RawStorage>,
+}
+
+/// The `[upstream]` table as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    origin: String,
+    ca_file: Option<PathBuf>,
+    connect_timeout_ms: u64,
+    header_timeout_ms: u64,
+    body_idle_timeout_ms: u64,
+    retry_budget_ms: u64,
+    max_attempts: u32,
+    max_object_bytes: u64,
+    max_concurrent_fills: usize,
+    segment_ttl_secs: u64,
+    playlist_ttl_secs: u64,
+    other_ttl_secs: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            origin: String::new(),
+            ca_file: None,
+            connect_timeout_ms: 2000,
+            header_timeout_ms: 5000,
+            body_idle_timeout_ms: 10_000,
+            retry_budget_ms: 4000,
+            max_attempts: 3,
+            max_object_bytes: 64 << 20,
+            max_concurrent_fills: 256,
+            segment_ttl_secs: 86_400,
+            playlist_ttl_secs: 2,
+            other_ttl_secs: 3600,
+        }
+    }
+}
+
+/// The `[storage]` table as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    index_dir: Option<PathBuf>,
+    hot_entries: usize,
+    hot_bodies: usize,
+    hot_body_max_bytes: usize,
+    io_threads_per_disk: usize,
+    io_queue_per_disk: usize,
+    write_queue: usize,
+    disks: Vec<RawDisk>,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            index_dir: None,
+            hot_entries: 100_000,
+            hot_bodies: 1024,
+            hot_body_max_bytes: 64 * 1024,
+            io_threads_per_disk: 4,
+            io_queue_per_disk: 256,
+            write_queue: 256,
+            disks: Vec::new(),
+        }
+    }
+}
+
+/// One `[[storage.disks]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    path: PathBuf,
+    size_mib: u64,
+}
+
+/// Validated `[upstream]` settings: the origin an edge fills its cache from.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// The origin.
+    pub origin: crate::upstream::OriginUrl,
+    /// CA certificates for an https origin.
+    pub ca_file: Option<PathBuf>,
+    /// Connecting (TCP and TLS) may take this long per attempt.
+    pub connect_timeout: Duration,
+    /// From request to response head, per attempt.
+    pub header_timeout: Duration,
+    /// Longest gap between body bytes.
+    pub body_idle_timeout: Duration,
+    /// Total time for retries of 5xx, refused connections and timeouts.
+    pub retry_budget: Duration,
+    /// Attempts per fill (1 = no retry).
+    pub max_attempts: u32,
+    /// Larger objects pass through uncached.
+    pub max_object_bytes: u64,
+    /// Fills running at once; more wait.
+    pub max_concurrent_fills: usize,
+    /// Freshness when the origin says nothing: segments and init segments.
+    pub segment_ttl: Duration,
+    /// Freshness when the origin says nothing: playlists and MPDs.
+    pub playlist_ttl: Duration,
+    /// Freshness when the origin says nothing: anything else.
+    pub other_ttl: Duration,
+}
+
+/// Validated cache settings (`[upstream]` with `[storage]`).
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// The origin.
+    pub upstream: UpstreamSettings,
+    /// The disks and the index.
+    pub storage: storage::CacheConfig,
 }
 
 /// The `[manifests]` table as written in the file.
@@ -443,6 +557,9 @@ pub struct Config {
     pub manifests: ManifestSettings,
     /// Published streams.
     pub streams: Vec<StreamConfig>,
+    /// Edge mode: fill a disk cache from an origin (`[upstream]` and `[storage]`);
+    /// `None` serves `content_root`.
+    pub cache: Option<CacheSettings>,
 }
 
 impl Config {
@@ -874,7 +991,10 @@ impl RawConfig {
             });
         }
 
+        let cache = validate_cache(self.upstream, self.storage, &s.state_dir, &invalid)?;
+
         Ok(Config {
+            cache,
             manifests,
             streams,
             tls_listen,
@@ -891,6 +1011,170 @@ impl RawConfig {
             admin_token_file: self.admin.token_file,
         })
     }
+}
+
+/// Smallest `storage.disks.size_mib`.
+pub const MIN_DISK_MIB: u64 = storage::MIN_CONTAINER_BYTES >> 20;
+
+fn validate_cache(
+    upstream: Option<RawUpstream>,
+    storage: Option<RawStorage>,
+    state_dir: &Path,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<Option<CacheSettings>, ConfigError> {
+    let (u, st) = match (upstream, storage) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(invalid(
+                "storage.disks",
+                "[upstream] needs a cache: add at least one [[storage.disks]]".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "upstream.origin",
+                "[storage] is configured but no [upstream] origin fills it".into(),
+            ))
+        }
+        (Some(u), Some(s)) => (u, s),
+    };
+    let origin =
+        crate::upstream::OriginUrl::parse(&u.origin).map_err(|e| invalid("upstream.origin", e))?;
+    if origin.tls && u.ca_file.is_none() {
+        return Err(invalid(
+            "upstream.ca_file",
+            "the origin is https: name the CA certificate(s) to trust it".into(),
+        ));
+    }
+    let ms = |key: &'static str, v: u64, min: u64, max: u64| -> Result<Duration, ConfigError> {
+        if !(min..=max).contains(&v) {
+            return Err(invalid(
+                key,
+                format!("{v} is out of range: use {min}..={max} ms"),
+            ));
+        }
+        Ok(Duration::from_millis(v))
+    };
+    let ttl = |key: &'static str, v: u64| -> Result<Duration, ConfigError> {
+        if v > 365 * 86_400 {
+            return Err(invalid(
+                key,
+                format!("{v} is out of range: use 0..=31536000 seconds"),
+            ));
+        }
+        Ok(Duration::from_secs(v))
+    };
+    if !(1..=10).contains(&u.max_attempts) {
+        return Err(invalid(
+            "upstream.max_attempts",
+            format!("{} is out of range: use 1..=10", u.max_attempts),
+        ));
+    }
+    if !(1..=100_000).contains(&u.max_concurrent_fills) {
+        return Err(invalid(
+            "upstream.max_concurrent_fills",
+            format!("{} is out of range: use 1..=100000", u.max_concurrent_fills),
+        ));
+    }
+    if st.disks.is_empty() {
+        return Err(invalid(
+            "storage.disks",
+            "at least one [[storage.disks]] (path, size_mib) is required".into(),
+        ));
+    }
+    let mut disks = Vec::new();
+    for (i, d) in st.disks.iter().enumerate() {
+        if d.path.as_os_str().is_empty() {
+            return Err(invalid(
+                "storage.disks.path",
+                format!("disk {}: must not be empty", i + 1),
+            ));
+        }
+        if !(MIN_DISK_MIB..=(1 << 30)).contains(&d.size_mib) {
+            return Err(invalid(
+                "storage.disks.size_mib",
+                format!(
+                    "disk {} (`{}`): {} is out of range: use {MIN_DISK_MIB}..={}",
+                    i + 1,
+                    d.path.display(),
+                    d.size_mib,
+                    1u64 << 30
+                ),
+            ));
+        }
+        if disks.iter().any(|o: &storage::DiskConfig| o.path == d.path) {
+            return Err(invalid(
+                "storage.disks.path",
+                format!("`{}` is configured twice", d.path.display()),
+            ));
+        }
+        disks.push(storage::DiskConfig {
+            path: d.path.clone(),
+            size: d.size_mib << 20,
+        });
+    }
+    let smallest = disks.iter().map(|d| d.size).min().unwrap_or(0);
+    if u.max_object_bytes == 0 || u.max_object_bytes > smallest / 8 {
+        return Err(invalid(
+            "upstream.max_object_bytes",
+            format!(
+                "{} is out of range: use 1..={} (an eighth of the smallest disk; larger objects \
+                 pass through uncached)",
+                u.max_object_bytes,
+                smallest / 8
+            ),
+        ));
+    }
+    let nz = |key: &'static str, v: usize, max: usize| {
+        if v == 0 || v > max {
+            return Err(invalid(key, format!("{v} is out of range: use 1..={max}")));
+        }
+        Ok(NonZeroUsize::new(v).expect("checked"))
+    };
+    let config = storage::CacheConfig {
+        index_dir: st
+            .index_dir
+            .unwrap_or_else(|| state_dir.join("cache-index")),
+        disks,
+        hot_entries: nz("storage.hot_entries", st.hot_entries, 100_000_000)?,
+        hot_bodies: nz("storage.hot_bodies", st.hot_bodies, 1_000_000)?,
+        hot_body_max_bytes: st.hot_body_max_bytes.min(16 << 20),
+        io_threads_per_disk: nz("storage.io_threads_per_disk", st.io_threads_per_disk, 256)?.get(),
+        io_queue_per_disk: nz("storage.io_queue_per_disk", st.io_queue_per_disk, 1_000_000)?.get(),
+        write_queue: nz("storage.write_queue", st.write_queue, 1_000_000)?.get(),
+    };
+    Ok(Some(CacheSettings {
+        upstream: UpstreamSettings {
+            origin,
+            ca_file: u.ca_file,
+            connect_timeout: ms(
+                "upstream.connect_timeout_ms",
+                u.connect_timeout_ms,
+                10,
+                60_000,
+            )?,
+            header_timeout: ms(
+                "upstream.header_timeout_ms",
+                u.header_timeout_ms,
+                10,
+                600_000,
+            )?,
+            body_idle_timeout: ms(
+                "upstream.body_idle_timeout_ms",
+                u.body_idle_timeout_ms,
+                10,
+                600_000,
+            )?,
+            retry_budget: ms("upstream.retry_budget_ms", u.retry_budget_ms, 0, 600_000)?,
+            max_attempts: u.max_attempts,
+            max_object_bytes: u.max_object_bytes,
+            max_concurrent_fills: u.max_concurrent_fills,
+            segment_ttl: ttl("upstream.segment_ttl_secs", u.segment_ttl_secs)?,
+            playlist_ttl: ttl("upstream.playlist_ttl_secs", u.playlist_ttl_secs)?,
+            other_ttl: ttl("upstream.other_ttl_secs", u.other_ttl_secs)?,
+        },
+        storage: config,
+    }))
 }
 
 #[cfg(test)]

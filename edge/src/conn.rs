@@ -32,6 +32,102 @@ pub struct ConnShared {
     pub limits: Limits,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Where cold ranges of content files are read in (cache containers use their
+    /// disk's pool).
+    pub cold: ColdReads,
+}
+
+/// Reading body ranges that are not in the page cache off the event loop.
+pub struct ColdReads {
+    /// The I/O pool for files under the content root.
+    pub content_pool: storage::IoPool,
+    /// Counts ranges read in.
+    pub counter: prometheus::IntCounter,
+}
+
+/// Bodies are sent in windows of this size, each made resident first.
+const WARM_WINDOW: u64 = 8 << 20;
+
+/// Makes `len` bytes of `file` from `offset` resident: checks the page cache
+/// (`mincore`), and if any page is missing reads the range on `pool`'s threads, so
+/// the zero-copy send that follows does not block this worker on a disk seek.
+async fn warm(
+    pool: &storage::IoPool,
+    counter: &prometheus::IntCounter,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    use std::os::fd::AsFd as _;
+    match crate::sys::resident(file.as_fd(), offset, len) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        // Cannot tell (the file cannot be mapped): send as before.
+        Err(_) => return Ok(()),
+    }
+    counter.inc();
+    let f = file.try_clone()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _ = tx.send(read_through(&f, offset, len));
+    });
+    loop {
+        match pool.try_submit(job) {
+            Ok(()) => break,
+            // The disk's queue is full: wait for room rather than block a worker.
+            Err(j) => {
+                job = j;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    }
+    rx.await
+        .unwrap_or_else(|_| Err(std::io::Error::other("the I/O pool dropped a read")))
+}
+
+/// Reads a range (on an I/O thread) so that it lands in the page cache.
+fn read_through(f: &std::fs::File, mut offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 20]);
+    }
+    let end = offset + len;
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        while offset < end {
+            let n = ((end - offset) as usize).min(b.len());
+            let got = f.read_at(&mut b[..n], offset)?;
+            if got == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file shorter than its length",
+                ));
+            }
+            offset += got as u64;
+        }
+        Ok(())
+    })
+}
+
+/// Sends `len` bytes of `file` from `offset`, window by window, each made resident
+/// first.
+async fn send_file_warm<T: Transport>(
+    t: &mut T,
+    pool: &storage::IoPool,
+    counter: &prometheus::IntCounter,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    let end = offset + len;
+    let mut off = offset;
+    while off < end {
+        let n = (end - off).min(WARM_WINDOW);
+        warm(pool, counter, file, off, n).await?;
+        t.send_file(file, off, n).await?;
+        off += n;
+    }
+    Ok(())
 }
 
 /// Serves requests on `t` until the connection should end; returns why it ended.
@@ -160,13 +256,28 @@ pub async fn serve<T: Transport>(
             }
             drop(slot);
         }
+        if let Some(fill) = plan.fill.take() {
+            // A cache miss: wait for the origin's head (the fill's deadlines bound
+            // this), then answer from the fill as its bytes land.
+            let fill_head = fill.head().await;
+            plan = handler::fill_response(
+                &head,
+                &buf[..filled],
+                &shared.site,
+                &mut scratch,
+                fill,
+                fill_head,
+                keep_alive && !shutdown.is_cancelled(),
+                budget,
+            );
+        }
         let body_in_buf = (filled - head.head_len).min(head.content_length as usize);
         let consumed = head.head_len + body_in_buf;
         let mut body_left = head.content_length - body_in_buf as u64;
         buf.copy_within(consumed..filled, 0);
         filled -= consumed;
 
-        if let Err(reason) = send(t, &shared.metrics, &mut scratch, plan.status, plan.body).await {
+        if let Err(reason) = send(t, shared, &mut scratch, plan.status, plan.body).await {
             return reason;
         }
         if plan.close {
@@ -211,11 +322,12 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Sends a head and its body, counting the response.
 async fn send<T: Transport>(
     t: &mut T,
-    metrics: &Metrics,
+    shared: &ConnShared,
     scratch: &mut Scratch,
     status: u16,
     body: Body,
 ) -> Result<(), CloseReason> {
+    let cold = &shared.cold;
     let result = match &body {
         Body::None => t.write_head(&scratch.head, false).await,
         Body::Static(b) => {
@@ -226,8 +338,46 @@ async fn send<T: Transport>(
             scratch.head.extend_from_slice(b);
             t.write_head(&scratch.head, false).await
         }
+        Body::Slice { bytes, offset, len } => {
+            scratch
+                .head
+                .extend_from_slice(&bytes[*offset..*offset + *len]);
+            t.write_head(&scratch.head, false).await
+        }
         Body::File { file, offset, len } => match t.write_head(&scratch.head, true).await {
-            Ok(()) => t.send_file(file, *offset, *len).await,
+            Ok(()) => {
+                send_file_warm(t, &cold.content_pool, &cold.counter, file, *offset, *len).await
+            }
+            Err(e) => Err(e),
+        },
+        Body::Cached {
+            file,
+            offset,
+            len,
+            container,
+            ..
+        } => {
+            let cache = shared.site.cache.as_ref();
+            let pool = cache
+                .and_then(|c| c.store.pool(*container))
+                .unwrap_or(&cold.content_pool);
+            let r = match t.write_head(&scratch.head, true).await {
+                Ok(()) => send_file_warm(t, pool, &cold.counter, file, *offset, *len).await,
+                Err(e) => Err(e),
+            };
+            if let (Err(e), Some(c)) = (&r, cache) {
+                // A container that ends early or fails to read is the disk's fault,
+                // not the client's: let the store judge the disk.
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    || e.raw_os_error() == Some(libc::EIO)
+                {
+                    c.store.report_read_error(*container, e);
+                }
+            }
+            r
+        }
+        Body::Fill { fill, offset, len } => match t.write_head(&scratch.head, false).await {
+            Ok(()) => send_fill(t, fill, *offset, *len).await,
             Err(e) => Err(e),
         },
     };
@@ -242,8 +392,37 @@ async fn send<T: Transport>(
         return Err(CloseReason::IoError);
     }
     match body {
-        Body::File { len, .. } => metrics.response(status, Some(t.body_path()), len),
-        _ => metrics.response(status, None, 0),
+        Body::File { len, .. } | Body::Cached { len, .. } => {
+            shared.metrics.response(status, Some(t.body_path()), len)
+        }
+        _ => shared.metrics.response(status, None, 0),
+    }
+    Ok(())
+}
+
+/// Streams `len` bytes of a fill from `offset` as they arrive. A fill that breaks
+/// after the head was sent can only end the connection (the client sees a short
+/// body, never wrong bytes).
+async fn send_fill<T: Transport>(
+    t: &mut T,
+    fill: &crate::cache::Fill,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    let end = offset + len;
+    let mut pos = offset;
+    while pos < end {
+        match fill.read_at(pos).await {
+            crate::cache::Chunk::Data(bytes) => {
+                let n = (bytes.len() as u64).min(end - pos) as usize;
+                t.send_body(&bytes[..n]).await?;
+                pos += n as u64;
+            }
+            crate::cache::Chunk::Failed => {
+                t.reset_on_drop();
+                return Err(std::io::Error::other("the origin fill broke"));
+            }
+        }
     }
     Ok(())
 }
@@ -256,7 +435,7 @@ async fn reject<T: Transport>(
     err: HttpError,
 ) -> CloseReason {
     let plan = handler::error_response(err, Method::Get, None, &shared.site, scratch, false, None);
-    if send(t, &shared.metrics, scratch, plan.status, plan.body)
+    if send(t, shared, scratch, plan.status, plan.body)
         .await
         .is_ok()
     {

@@ -21,6 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::cache::EdgeCache;
 use crate::config::{AllowedOrigins, Cors, SymlinkPolicy};
 use crate::http::range::{self, RangeOutcome};
 use crate::http::request::{valid_authority, Method, RequestHead};
@@ -42,6 +43,9 @@ pub struct Site {
     pub cors: Cors,
     /// Published streams (`/streams/...`); empty unless `[[streams]]` are configured.
     pub catalog: Arc<Catalog>,
+    /// Edge mode: requests outside `/streams/` are answered from the cache, filled
+    /// from `[upstream]`, instead of from the root.
+    pub cache: Option<Arc<EdgeCache>>,
 }
 
 impl Site {
@@ -58,7 +62,14 @@ impl Site {
             symlinks,
             cors,
             catalog: Arc::new(Catalog::empty()),
+            cache: None,
         })
+    }
+
+    /// The same site in edge mode, answering from `cache`.
+    pub fn with_cache(mut self, cache: Arc<EdgeCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The same site, publishing `catalog` under `/streams/`.
@@ -79,6 +90,8 @@ pub struct Scratch {
     resolved: Vec<u8>,
     /// The response head being built.
     pub head: Vec<u8>,
+    /// Spare path buffer (an edge-mode segment's cache key is built here).
+    key: String,
 }
 
 /// The body to send after the head.
@@ -99,6 +112,38 @@ pub enum Body {
         /// Bytes to send.
         len: u64,
     },
+    /// A range of a small object held in memory (the cache's hot set).
+    Slice {
+        /// The whole object.
+        bytes: Arc<[u8]>,
+        /// First byte to send.
+        offset: usize,
+        /// Bytes to send.
+        len: usize,
+    },
+    /// `len` bytes of a cache container from `offset`; the pin keeps the ring writer
+    /// off them until the body is sent.
+    Cached {
+        /// The container.
+        file: Arc<File>,
+        /// First byte to send.
+        offset: u64,
+        /// Bytes to send.
+        len: u64,
+        /// The container's id (for error reports and its I/O pool).
+        container: u64,
+        /// Held while sending.
+        pin: Option<storage::Pin>,
+    },
+    /// Bytes of an origin fill in progress, sent as they land.
+    Fill {
+        /// The fill.
+        fill: Arc<crate::cache::Fill>,
+        /// First byte to send.
+        offset: u64,
+        /// Bytes to send.
+        len: u64,
+    },
 }
 
 impl Body {
@@ -108,7 +153,8 @@ impl Body {
             Body::None => 0,
             Body::Static(b) => b.len() as u64,
             Body::Shared(b) => b.len() as u64,
-            Body::File { len, .. } => *len,
+            Body::File { len, .. } | Body::Cached { len, .. } | Body::Fill { len, .. } => *len,
+            Body::Slice { len, .. } => *len as u64,
         }
     }
 
@@ -130,6 +176,9 @@ pub struct Plan {
     /// Nothing was written: hold the request until this time (Unix milliseconds),
     /// then ask again (an LL-HLS blocking playlist request).
     pub hold_until_ms: Option<u64>,
+    /// Nothing was written: wait for this fill's head, then answer with
+    /// [`fill_response`] (a cache miss in edge mode).
+    pub fill: Option<Arc<crate::cache::Fill>>,
 }
 
 impl Plan {
@@ -139,6 +188,7 @@ impl Plan {
             body,
             close,
             hold_until_ms: None,
+            fill: None,
         }
     }
 }
@@ -173,6 +223,28 @@ pub fn respond(
             byte_budget,
             may_hold,
         ),
+        Ok(Routed::Cached) => match &site.cache {
+            Some(cache) => cached_response(
+                req,
+                raw,
+                site,
+                scratch,
+                cache,
+                None,
+                origin,
+                keep_alive,
+                byte_budget,
+            ),
+            None => error_response(
+                HttpError::NotFound,
+                req.method(),
+                origin,
+                site,
+                scratch,
+                keep_alive,
+                None,
+            ),
+        },
         Ok(Routed::File(found)) => file_response(
             req,
             raw,
@@ -205,6 +277,7 @@ pub fn respond(
                 body: Body::None,
                 close: !keep_alive,
                 hold_until_ms: None,
+                fill: None,
             }
         }
         Err(e) => error_response(e, req.method(), origin, site, scratch, keep_alive, None),
@@ -261,11 +334,13 @@ pub fn error_response(
         body,
         close,
         hold_until_ms: None,
+        fill: None,
     }
 }
 
 enum Routed {
     File(Found),
+    Cached,
     Manifest,
     Options { preflight: bool },
 }
@@ -314,6 +389,9 @@ fn route(
             http::path::normalise(target, &mut scratch.rel)?;
             if !site.catalog.is_empty() && manifest::policy::split_path(&scratch.rel).is_some() {
                 return Ok(Routed::Manifest);
+            }
+            if site.cache.is_some() {
+                return Ok(Routed::Cached);
             }
             open_under(site, scratch).map(Routed::File)
         }
@@ -426,7 +504,51 @@ fn file_response(
         let n = c.position() as usize;
         &etag_buf[..n]
     };
+    let rel = scratch.rel.as_str();
+    let entity = Entity {
+        len,
+        etag,
+        last_modified,
+        content_type: http::content_type(rel).as_bytes(),
+        cache_control: http::cache_control(rel).as_bytes(),
+    };
+    entity_response(
+        req,
+        raw,
+        site,
+        scratch,
+        &entity,
+        origin,
+        keep_alive,
+        byte_budget,
+        |offset, len| Body::File { file, offset, len },
+    )
+}
 
+/// What a representation's response head needs, whatever holds its bytes.
+struct Entity<'a> {
+    len: u64,
+    etag: &'a [u8],
+    last_modified: SystemTime,
+    content_type: &'a [u8],
+    cache_control: &'a [u8],
+}
+
+/// The response to a GET or HEAD of `e`: preconditions, conditional GET, byte
+/// ranges, then the head; `body(offset, len)` supplies the bytes to send.
+#[allow(clippy::too_many_arguments)]
+fn entity_response(
+    req: &RequestHead,
+    raw: &[u8],
+    site: &Site,
+    scratch: &mut Scratch,
+    e: &Entity<'_>,
+    origin: Option<&[u8]>,
+    keep_alive: bool,
+    byte_budget: u64,
+    body: impl FnOnce(u64, u64) -> Body,
+) -> Plan {
+    let (len, etag, last_modified) = (e.len, e.etag, e.last_modified);
     // Preconditions in RFC 9110 13.2.2 order: If-Match, else If-Unmodified-Since
     // (412 when false, with or without Range); then If-None-Match, else
     // If-Modified-Since (304); then If-Range.
@@ -454,16 +576,15 @@ fn file_response(
         w.header_u64("Content-Length", body.len() as u64);
         connection_header(&mut w, keep_alive);
         w.finish();
-        return Plan {
-            status: 412,
-            body: if req.method() == Method::Head {
+        return Plan::new(
+            412,
+            if req.method() == Method::Head {
                 Body::None
             } else {
                 Body::Static(body)
             },
-            close: !keep_alive,
-            hold_until_ms: None,
-        };
+            !keep_alive,
+        );
     }
     let not_modified = match req.if_none_match.clone() {
         Some(v) => etag_list_matches(&raw[v], etag),
@@ -474,24 +595,16 @@ fn file_response(
             .is_some_and(|ims| last_modified <= ims),
     };
     let method = req.method();
-    let rel = scratch.rel.as_str();
-    let content_type = http::content_type(rel);
-    let cache_control = http::cache_control(rel);
 
     if not_modified {
         let mut w = HeadWriter::start(&mut scratch.head, 304);
         w.header("ETag", etag)
             .header_date("Last-Modified", last_modified)
-            .header("Cache-Control", cache_control.as_bytes());
+            .header("Cache-Control", e.cache_control);
         cors_headers(&mut w, origin, &site.cors);
         connection_header(&mut w, keep_alive);
         w.finish();
-        return Plan {
-            status: 304,
-            body: Body::None,
-            close: !keep_alive,
-            hold_until_ms: None,
-        };
+        return Plan::new(304, Body::None, !keep_alive);
     }
 
     let range_applies = req.range.is_some()
@@ -521,12 +634,12 @@ fn file_response(
     let sends_body = method == Method::Get && body_len > 0;
     let close = !keep_alive || (sends_body && body_len >= byte_budget);
     let mut w = HeadWriter::start(&mut scratch.head, status);
-    w.header("Content-Type", content_type.as_bytes())
+    w.header("Content-Type", e.content_type)
         .header_u64("Content-Length", body_len)
         .header("Accept-Ranges", b"bytes")
         .header("ETag", etag)
         .header_date("Last-Modified", last_modified)
-        .header("Cache-Control", cache_control.as_bytes());
+        .header("Cache-Control", e.cache_control);
     if status == 206 {
         w.content_range(offset, offset + body_len - 1, len);
     }
@@ -534,20 +647,157 @@ fn file_response(
     connection_header(&mut w, !close);
     w.finish();
     let body = if sends_body {
-        Body::File {
-            file,
-            offset,
-            len: body_len,
-        }
+        body(offset, body_len)
     } else {
         Body::None
     };
-    Plan {
-        status,
-        body,
-        close,
-        hold_until_ms: None,
+    Plan::new(status, body, close)
+}
+
+/// Answers a GET or HEAD in edge mode from the cache: a hit is sent from its
+/// container (or from memory when hot); a miss or an expired object joins the fill
+/// for `key` (from `from`, default `[upstream]`) and the connection waits for its
+/// head ([`Plan::fill`], then [`fill_response`]).
+#[allow(clippy::too_many_arguments)]
+fn cached_response(
+    req: &RequestHead,
+    raw: &[u8],
+    site: &Site,
+    scratch: &mut Scratch,
+    cache: &Arc<EdgeCache>,
+    from: Option<&crate::upstream::OriginUrl>,
+    origin: Option<&[u8]>,
+    keep_alive: bool,
+    byte_budget: u64,
+) -> Plan {
+    let key = scratch.rel.as_str();
+    let hit = match cache.store.lookup(key) {
+        storage::Lookup::Hit(h) => h,
+        storage::Lookup::Miss | storage::Lookup::Stale => {
+            let fill = cache.join_from(key, from);
+            let mut plan = Plan::new(0, Body::None, false);
+            plan.fill = Some(fill);
+            return plan;
+        }
+    };
+    let meta = &hit.entry.meta;
+    let mut etag_buf = [0u8; 40];
+    let etag = cached_etag(meta, hit.len, &mut etag_buf);
+    let entity = Entity {
+        len: hit.len,
+        etag,
+        last_modified: last_modified_of(meta),
+        content_type: meta.content_type.as_bytes(),
+        cache_control: meta
+            .cache_control
+            .as_deref()
+            .unwrap_or(http::cache_control(key))
+            .as_bytes(),
+    };
+    let storage::Hit {
+        file,
+        offset: base,
+        container,
+        body: hot,
+        pin,
+        ..
+    } = hit;
+    entity_response(
+        req,
+        raw,
+        site,
+        scratch,
+        &entity,
+        origin,
+        keep_alive,
+        byte_budget,
+        |offset, len| match hot {
+            Some(bytes) => Body::Slice {
+                bytes,
+                offset: offset as usize,
+                len: len as usize,
+            },
+            None => Body::Cached {
+                file,
+                offset: base + offset,
+                len,
+                container,
+                pin,
+            },
+        },
+    )
+}
+
+/// The ETag a cached object is served with, the same during its fill and after:
+/// the origin's, or one made from the length and Last-Modified.
+fn cached_etag<'a>(meta: &'a storage::Meta, len: u64, buf: &'a mut [u8; 40]) -> &'a [u8] {
+    if let Some(e) = &meta.etag {
+        return e.as_bytes();
     }
+    let mut c = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(c, "\"{len:x}-{:x}\"", meta.last_modified.unwrap_or(0));
+    let n = c.position() as usize;
+    &buf[..n]
+}
+
+fn last_modified_of(meta: &storage::Meta) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(meta.last_modified.unwrap_or(0))
+}
+
+/// The response to a request that waited for a fill's head: the origin's failure
+/// mapped to 502/504 (or its 4xx relayed), or the object streamed from the fill.
+#[allow(clippy::too_many_arguments)]
+pub fn fill_response(
+    req: &RequestHead,
+    raw: &[u8],
+    site: &Site,
+    scratch: &mut Scratch,
+    fill: Arc<crate::cache::Fill>,
+    head: Result<crate::cache::FillHead, crate::cache::FillError>,
+    keep_alive: bool,
+    byte_budget: u64,
+) -> Plan {
+    use crate::cache::FillError;
+    let origin = req.origin.clone().map(|s| &raw[s]);
+    let head = match head {
+        Ok(h) => h,
+        Err(e) => {
+            let err = match e {
+                FillError::BadGateway => HttpError::BadGateway,
+                FillError::GatewayTimeout => HttpError::GatewayTimeout,
+                FillError::Status(410) => HttpError::Gone,
+                FillError::Status(403 | 451) => HttpError::Forbidden,
+                FillError::Status(_) => HttpError::NotFound,
+            };
+            return error_response(err, req.method(), origin, site, scratch, keep_alive, None);
+        }
+    };
+    let meta = &head.meta;
+    let mut etag_buf = [0u8; 40];
+    let etag = cached_etag(meta, head.len, &mut etag_buf);
+    let key = scratch.rel.as_str();
+    let entity = Entity {
+        len: head.len,
+        etag,
+        last_modified: last_modified_of(meta),
+        content_type: meta.content_type.as_bytes(),
+        cache_control: meta
+            .cache_control
+            .as_deref()
+            .unwrap_or(http::cache_control(key))
+            .as_bytes(),
+    };
+    entity_response(
+        req,
+        raw,
+        site,
+        scratch,
+        &entity,
+        origin,
+        keep_alive,
+        byte_budget,
+        |offset, len| Body::Fill { fill, offset, len },
+    )
 }
 
 fn connection_header(w: &mut HeadWriter<'_>, keep_alive: bool) {
@@ -676,6 +926,7 @@ fn manifest_response(
             body: Body::None,
             close: false,
             hold_until_ms: Some(until_ms),
+            fill: None,
         },
         manifest::Decision::Init { rendition } | manifest::Decision::Segment { rendition, .. } => {
             let r = &p.stream.renditions[rendition];
@@ -686,7 +937,29 @@ fn manifest_response(
             let folder = match &entry.source {
                 streams::Source::Folder(folder) => folder,
                 streams::Source::Origin(upstream) => {
-                    // No segment cache yet: send the player to the origin, same path.
+                    if let Some(cache) = &site.cache {
+                        // The segment through the cache, keyed and fetched by its
+                        // path at the origin (any signing token dropped).
+                        let mut key = std::mem::take(&mut scratch.key);
+                        key.clear();
+                        key.push_str("streams/");
+                        key.push_str(name);
+                        key.push('/');
+                        key.push_str(file);
+                        scratch.key = std::mem::replace(&mut scratch.rel, key);
+                        return cached_response(
+                            req,
+                            raw,
+                            site,
+                            scratch,
+                            cache,
+                            Some(upstream),
+                            origin,
+                            keep_alive,
+                            byte_budget,
+                        );
+                    }
+                    // Without a cache, send the player to the origin, same path.
                     return redirect(
                         req,
                         raw,

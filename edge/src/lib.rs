@@ -5,6 +5,7 @@
 //! It owns client sockets and never depends on the admin plane's HTTP stack: it only
 //! hands a metrics registry to `web-ui`. All `unsafe` code lives in [`sys`].
 
+pub mod cache;
 pub mod config;
 pub mod conn;
 pub mod demo;

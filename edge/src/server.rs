@@ -59,6 +59,9 @@ pub enum StartError {
     /// A published stream or the signing keys (`[[streams]]`, `[manifests]`).
     #[error(transparent)]
     Streams(#[from] crate::streams::CatalogError),
+    /// The cache could not start (`[storage]`, `[upstream]`): names the path.
+    #[error("{0}")]
+    Cache(String),
     /// The content root is not a readable directory.
     #[error("content.root {path}: {reason}")]
     ContentRoot {
@@ -241,7 +244,47 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::info!(streams = ?catalog.names(), "publishing streams under /streams/");
     }
     let catalog = Arc::new(catalog);
-    let site = site.with_catalog(catalog.clone());
+    let mut site = site.with_catalog(catalog.clone());
+    let edge_cache = match &config.cache {
+        None => None,
+        Some(c) => {
+            let storage_config = c.storage.clone();
+            let store = tokio::task::spawn_blocking(move || storage::Cache::open(&storage_config))
+                .await
+                .map_err(|_| StartError::Cache("opening the cache panicked".into()))?
+                .map_err(|e| StartError::Cache(e.to_string()))?;
+            let ca = c
+                .upstream
+                .ca_file
+                .as_ref()
+                .or(config.manifests.origin_ca_file.as_ref());
+            let tls = ca
+                .map(|f| crate::upstream::client_tls(f))
+                .transpose()
+                .map_err(|e| StartError::Cache(format!("upstream.ca_file: {e}")))?;
+            let cache = Arc::new(crate::cache::EdgeCache::new(
+                store,
+                c.upstream.clone(),
+                tls,
+                metrics.registry(),
+            ));
+            tracing::info!(
+                origin = %c.upstream.origin.base(),
+                disks = c.storage.disks.len(),
+                "edge mode: filling the cache from the origin"
+            );
+            site = site.with_cache(cache.clone());
+            Some(cache)
+        }
+    };
+    let cold_reads = prometheus::IntCounter::new(
+        "edge_cold_reads_total",
+        "Body ranges not in the page cache, read in on an I/O pool before a zero-copy send",
+    )
+    .expect("valid metric");
+    let _ = metrics.registry().register(Box::new(cold_reads.clone()));
+    let content_pool = storage::IoPool::new("content-io", 4, 256)
+        .map_err(|e| StartError::Worker(format!("starting the content I/O threads: {e}")))?;
 
     let tls_listener = bind_exclusive(config.tls_listen, "server.tls_listen")?;
     let http_listener = match config.http_listen {
@@ -290,6 +333,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             site,
             limits: limits.clone(),
             metrics: metrics.clone(),
+            cold: crate::conn::ColdReads {
+                content_pool,
+                counter: cold_reads,
+            },
         },
         tls_config,
         ktls: ktls.clone(),
@@ -303,7 +350,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: shutdown.clone(),
     });
 
-    let admin_state = Arc::new(web_ui::AdminState::new(metrics.registry().clone(), token));
+    let mut admin_state = web_ui::AdminState::new(metrics.registry().clone(), token);
+    if let Some(c) = &edge_cache {
+        admin_state = admin_state.with_purge(c.clone());
+    }
+    let admin_state = Arc::new(admin_state);
     let admin_shutdown = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = web_ui::serve(admin_listener, admin_state, admin_shutdown).await {

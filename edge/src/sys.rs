@@ -399,3 +399,53 @@ mod tests {
         assert_eq!(&buf[..5], b"hello");
     }
 }
+
+/// Pages checked per `mincore(2)` call in [`resident`]: 16 MiB of 4 KiB pages.
+const RESIDENCY_WINDOW_PAGES: usize = 4096;
+
+/// Whether every page of `len` bytes of `fd` from `offset` is in the page cache, so
+/// that `sendfile` or `pread` of them will not wait for the disk. Maps the range
+/// (`mmap`, no access, nothing is faulted in), asks `mincore(2)`, unmaps; per 16 MiB
+/// window: three syscalls and no allocation.
+pub fn resident(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<bool> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let mut start = offset / page * page;
+    let end = offset.saturating_add(len);
+    let mut vec = [0u8; RESIDENCY_WINDOW_PAGES];
+    while start < end {
+        let window = (end - start).min(RESIDENCY_WINDOW_PAGES as u64 * page);
+        let off = libc::off_t::try_from(start)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a fresh shared read-only mapping chosen by the kernel (addr NULL);
+        // nothing else refers to it, and it is unmapped below on every path.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                window as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                off,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `addr` is the page-aligned start of our `window`-byte mapping and
+        // `vec` has room for one byte per page of it (window <= WINDOW_PAGES pages).
+        let ret = unsafe { libc::mincore(addr, window as usize, vec.as_mut_ptr()) };
+        let err = io::Error::last_os_error();
+        // SAFETY: unmaps exactly the mapping made above; nothing borrowed it.
+        unsafe { libc::munmap(addr, window as usize) };
+        if ret != 0 {
+            return Err(err);
+        }
+        let pages = window.div_ceil(page) as usize;
+        if vec[..pages].iter().any(|v| v & 1 == 0) {
+            return Ok(false);
+        }
+        start += window;
+    }
+    Ok(true)
+}

@@ -147,6 +147,11 @@ pub trait Transport {
         len: u64,
     ) -> impl std::future::Future<Output = io::Result<()>> + Send;
 
+    /// Sends body bytes from memory (a fill streaming in), after [`write_head`](Self::write_head)
+    /// with `more = false`.
+    fn send_body(&mut self, buf: &[u8])
+        -> impl std::future::Future<Output = io::Result<()>> + Send;
+
     /// Closes gracefully: TLS `close_notify` where there is TLS, then a TCP FIN.
     fn close(&mut self) -> impl std::future::Future<Output = ()> + Send;
 
@@ -253,6 +258,9 @@ impl Transport for PlainTransport {
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
         sendfile_all(&self.stream, file, offset, len, &mut self.pace).await
     }
+    async fn send_body(&mut self, buf: &[u8]) -> io::Result<()> {
+        send_all(&self.stream, buf, false, &mut self.pace).await
+    }
     async fn close(&mut self) {
         let _ = self.stream.shutdown().await;
     }
@@ -339,6 +347,11 @@ impl Transport for KtlsTransport {
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
         sendfile_all(&self.stream, file, offset, len, &mut self.pace).await?;
         self.budget = self.budget.saturating_sub(len);
+        Ok(())
+    }
+    async fn send_body(&mut self, buf: &[u8]) -> io::Result<()> {
+        send_all(&self.stream, buf, false, &mut self.pace).await?;
+        self.budget = self.budget.saturating_sub(buf.len() as u64);
         Ok(())
     }
     async fn close(&mut self) {
@@ -459,6 +472,15 @@ impl Transport for RustlsTransport {
         .await;
         self.pool.put(buf);
         result
+    }
+    async fn send_body(&mut self, buf: &[u8]) -> io::Result<()> {
+        if let Some((held, used)) = self.held.take() {
+            let r = self.write_timed(&held[..used]).await;
+            self.pool.put(held);
+            r?;
+        }
+        self.write_timed(buf).await?;
+        self.flush_timed().await
     }
     async fn close(&mut self) {
         let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;

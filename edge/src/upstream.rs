@@ -1,6 +1,7 @@
-//! The client side towards an origin: one bounded `GET` over HTTP/1.1 (hyper), on
-//! plain TCP or rustls, with a deadline and a body size limit. Used by an edge to
-//! fetch stream descriptions (`stream.json`) from its origin.
+//! The client side towards an origin over HTTP/1.1 (hyper), on plain TCP or rustls:
+//! [`get`], one bounded `GET` with a deadline and a body size limit (stream
+//! descriptions), and [`open`], a `GET` whose response head arrives within a
+//! deadline and whose body the caller streams (cache fills).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,6 +155,72 @@ async fn exchange(
             }
         })?;
     Ok(body.to_bytes())
+}
+
+/// How one attempt to open a response failed.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// Connecting or the TLS handshake failed (refused, unreachable, bad certificate).
+    Connect(String),
+    /// No response head within the deadline (connecting included).
+    Timeout,
+    /// The exchange broke before the head (reset, malformed response).
+    Io(String),
+}
+
+/// `GET path` from `origin`: connects within `connect_timeout` and returns the
+/// response head within `header_timeout` of the start; the body is the caller's to
+/// read (hyper checks it against `Content-Length`).
+pub async fn open(
+    origin: &OriginUrl,
+    path: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    header_timeout: Duration,
+) -> Result<hyper::Response<hyper::body::Incoming>, AttemptError> {
+    let deadline = tokio::time::Instant::now() + header_timeout;
+    let connect = async {
+        let tcp = TcpStream::connect((origin.host.as_str(), origin.port))
+            .await
+            .map_err(|e| AttemptError::Connect(format!("{}: {e}", origin.authority())))?;
+        let _ = tcp.set_nodelay(true);
+        Ok::<_, AttemptError>(tcp)
+    };
+    let tcp = tokio::time::timeout_at(
+        deadline.min(tokio::time::Instant::now() + connect_timeout),
+        connect,
+    )
+    .await
+    .map_err(|_| AttemptError::Timeout)??;
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, origin.authority())
+        .header(hyper::header::USER_AGENT, "edge")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| AttemptError::Io(e.to_string()))?;
+    let exchange = async {
+        if origin.tls {
+            let config =
+                tls.ok_or_else(|| AttemptError::Connect("an https origin needs a CA file".into()))?;
+            let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
+                .map_err(|e| AttemptError::Connect(format!("origin host: {e}")))?;
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| {
+                    AttemptError::Connect(format!("TLS with {}: {e}", origin.authority()))
+                })?;
+            send(TokioIo::new(stream), request)
+                .await
+                .map_err(|e| AttemptError::Io(e.to_string()))
+        } else {
+            send(TokioIo::new(tcp), request)
+                .await
+                .map_err(|e| AttemptError::Io(e.to_string()))
+        }
+    };
+    tokio::time::timeout_at(deadline, exchange)
+        .await
+        .map_err(|_| AttemptError::Timeout)?
 }
 
 async fn send<T>(

@@ -241,7 +241,12 @@ fn open_index(dir: &Path) -> Result<sled::Db, OpenError> {
         what,
     };
     std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))?;
-    let open = || sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open();
+    let open = || {
+        sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+    };
     match open() {
         Ok(db) => Ok(db),
         Err(sled::Error::Corruption { .. }) | Err(sled::Error::Unsupported(_)) => {
@@ -557,13 +562,7 @@ impl Inner {
 
     /// Drops `key`'s entry (it can no longer be served).
     fn forget(&self, key: &str) {
-        if self
-            .objects
-            .remove(key.as_bytes())
-            .ok()
-            .flatten()
-            .is_some()
-        {
+        if self.objects.remove(key.as_bytes()).ok().flatten().is_some() {
             self.stats.objects.fetch_sub(1, Ordering::Relaxed);
         }
         self.unhot(key);
@@ -673,7 +672,9 @@ mod tests {
     }
 
     fn body(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
     }
 
     fn store(cache: &Cache, key: &str, data: &[u8]) -> bool {
@@ -704,13 +705,20 @@ mod tests {
         {
             let cache = Cache::open(&cfg).unwrap();
             for i in 0..50 {
-                assert!(store(&cache, &format!("/s/{i}.m4s"), &body(10_000 + i, i as u8)));
+                assert!(store(
+                    &cache,
+                    &format!("/s/{i}.m4s"),
+                    &body(10_000 + i, i as u8)
+                ));
             }
             cache.flush();
         }
         let cache = Cache::open(&cfg).unwrap();
         for i in 0..50 {
-            assert_eq!(read(&cache, &format!("/s/{i}.m4s")), Some(body(10_000 + i, i as u8)));
+            assert_eq!(
+                read(&cache, &format!("/s/{i}.m4s")),
+                Some(body(10_000 + i, i as u8))
+            );
         }
         assert!(matches!(cache.lookup("/s/none"), Lookup::Miss));
         // Both disks got some keys.
@@ -727,7 +735,10 @@ mod tests {
         }
         assert!(read(&cache, "/k0").is_none(), "the oldest is overwritten");
         for i in 95..100 {
-            assert_eq!(read(&cache, &format!("/k{i}")), Some(body(1 << 20, i as u8)));
+            assert_eq!(
+                read(&cache, &format!("/k{i}")),
+                Some(body(1 << 20, i as u8))
+            );
         }
         assert!(cache.stats().evictions.load(Ordering::Relaxed) > 50);
         let len = std::fs::metadata(dir.0.join("d0/data.bin")).unwrap().len();
@@ -797,7 +808,10 @@ mod tests {
         drop(hit);
         assert_eq!(cache.disks().iter().filter(|d| d.in_service).count(), 1);
         assert!(matches!(cache.lookup("/x"), Lookup::Miss));
-        assert!(store(&cache, "/x", &body(5000, 3)), "refilled onto the other disk");
+        assert!(
+            store(&cache, "/x", &body(5000, 3)),
+            "refilled onto the other disk"
+        );
         assert_eq!(read(&cache, "/x"), Some(body(5000, 3)));
     }
 
@@ -822,7 +836,10 @@ mod tests {
         let mut cfg = config(&dir, 1, MIN_CONTAINER_BYTES);
         cfg.disks[0].path = dir.0.join("missing");
         let e = Cache::open(&cfg).unwrap_err().to_string();
-        assert!(e.contains("storage.disks[0].path") && e.contains("missing"), "{e}");
+        assert!(
+            e.contains("storage.disks[0].path") && e.contains("missing"),
+            "{e}"
+        );
         let mut cfg = config(&dir, 1, MIN_CONTAINER_BYTES);
         std::fs::write(dir.0.join("file"), b"").unwrap();
         cfg.index_dir = dir.0.join("file");

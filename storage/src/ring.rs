@@ -375,7 +375,12 @@ pub(crate) fn writer_loop(inner: Arc<Inner>, d: usize, rx: Receiver<WriteJob>) {
 }
 
 /// Writes one object at `head` (reserving first); returns its entry (not yet indexed).
-fn append(inner: &Inner, disk: &Arc<Disk>, head: &mut u64, job: &WriteJob) -> std::io::Result<Entry> {
+fn append(
+    inner: &Inner,
+    disk: &Arc<Disk>,
+    head: &mut u64,
+    job: &WriteJob,
+) -> std::io::Result<Entry> {
     let mut crc = crc32fast::Hasher::new();
     for c in &job.body {
         crc.update(c);
@@ -383,7 +388,9 @@ fn append(inner: &Inner, disk: &Arc<Disk>, head: &mut u64, job: &WriteJob) -> st
     let checksum = crc.finalize();
     let total = footprint(&job.key, &job.meta, job.len);
     if total > disk.ring_len / 4 {
-        return Err(std::io::Error::other("object larger than a quarter of the ring"));
+        return Err(std::io::Error::other(
+            "object larger than a quarter of the ring",
+        ));
     }
     if *head % disk.ring_len + total > disk.ring_len {
         *head += disk.ring_len - *head % disk.ring_len;
@@ -400,7 +407,10 @@ fn append(inner: &Inner, disk: &Arc<Disk>, head: &mut u64, job: &WriteJob) -> st
     }
     *head = logical + total;
     disk.head.store(*head, Ordering::Relaxed);
-    inner.stats.bytes_written.fetch_add(total, Ordering::Relaxed);
+    inner
+        .stats
+        .bytes_written
+        .fetch_add(total, Ordering::Relaxed);
     Ok(Entry {
         container: disk.container,
         logical,
@@ -424,7 +434,11 @@ fn reserve(inner: &Inner, disk: &Arc<Disk>, end: u64) -> std::io::Result<()> {
     let new_reserved = end.max(st.reserved + chunk);
     let threshold = new_reserved.saturating_sub(disk.ring_len);
     let mut held = false;
-    while st.pins.first_key_value().is_some_and(|(&p, _)| p < threshold) {
+    while st
+        .pins
+        .first_key_value()
+        .is_some_and(|(&p, _)| p < threshold)
+    {
         if !held {
             inner.stats.writer_holds.fetch_add(1, Ordering::Relaxed);
             held = true;

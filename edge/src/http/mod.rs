@@ -76,6 +76,15 @@ pub enum HttpError {
     /// The server failed to read the resource.
     #[error("internal error")]
     Internal,
+    /// The origin answered 410 (relayed by a caching edge).
+    #[error("gone")]
+    Gone,
+    /// The origin failed: 5xx, refused, reset or malformed, after the retries (502).
+    #[error("bad gateway")]
+    BadGateway,
+    /// The origin did not answer in time, after the retries (504).
+    #[error("gateway timeout")]
+    GatewayTimeout,
 }
 
 impl HttpError {
@@ -91,6 +100,9 @@ impl HttpError {
             Self::OriginNotAllowed | Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::Gone => 410,
+            Self::BadGateway => 502,
+            Self::GatewayTimeout => 504,
             Self::PreconditionFailed => 412,
             Self::BodyTooLarge => 413,
             Self::RequestLineTooLong | Self::TargetTooLong => 414,
@@ -142,6 +154,9 @@ impl HttpError {
             Self::OriginNotAllowed => b"origin not allowed\n",
             Self::RangeNotSatisfiable => b"range not satisfiable\n",
             Self::Internal => b"internal error\n",
+            Self::Gone => b"gone\n",
+            Self::BadGateway => b"the origin failed\n",
+            Self::GatewayTimeout => b"the origin did not answer in time\n",
         }
     }
 }
@@ -158,6 +173,7 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        410 => "Gone",
         412 => "Precondition Failed",
         414 => "URI Too Long",
         408 => "Request Timeout",
@@ -165,7 +181,9 @@ pub fn reason(status: u16) -> &'static str {
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }

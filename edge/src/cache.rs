@@ -1,0 +1,689 @@
+//! Edge mode: the disk cache ([`storage`]) in front of an origin. Owns fill
+//! coalescing (one origin fetch per key however many clients ask), the fill itself
+//! (retries with backoff within a budget, freshness from the origin's headers or the
+//! configured defaults, pass-through of objects over the size limit), and the cache
+//! metrics.
+//!
+//! A fill is shared state ([`Fill`]) that clients stream from as bytes land: the
+//! response head is known once the origin's is, and each client sends what has
+//! arrived. A fill is stored only if it completed with exactly `Content-Length`
+//! bytes (hyper checks the length; a reset, a short body or an idle timeout fails
+//! it), and it stays in the coalescing map until the store indexed it, so a client
+//! arriving in between is served from memory rather than refetching.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use storage::{Cache, Meta};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::UpstreamSettings;
+use crate::upstream::{self, AttemptError, OriginUrl};
+
+/// Why a fill gave no response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillError {
+    /// The origin failed (5xx, refused, reset, malformed) after the retries: 502.
+    BadGateway,
+    /// The origin did not answer in time after the retries: 504.
+    GatewayTimeout,
+    /// The origin answered this 4xx (403, 404, 410, 451): relayed, not cached.
+    Status(u16),
+}
+
+/// The response head of a fill.
+#[derive(Debug, Clone)]
+pub struct FillHead {
+    /// Body length (the origin's `Content-Length`).
+    pub len: u64,
+    /// What responses carry.
+    pub meta: Meta,
+}
+
+#[derive(Debug, Default)]
+struct FillState {
+    head: Option<Result<FillHead, FillError>>,
+    chunks: Vec<Bytes>,
+    received: u64,
+    /// `Some(true)`: all bytes arrived; `Some(false)`: the fill broke.
+    end: Option<bool>,
+}
+
+/// One origin fetch, shared by every client that asked for its key meanwhile.
+#[derive(Debug)]
+pub struct Fill {
+    state: Mutex<FillState>,
+    changed: watch::Sender<u64>,
+}
+
+/// What a reader gets next from a fill.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Bytes from the requested position.
+    Data(Bytes),
+    /// The fill broke before the position was reached.
+    Failed,
+}
+
+impl Fill {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(FillState::default()),
+            changed: watch::Sender::new(0),
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut FillState)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Waits for the response head (bounded by the fill's own deadlines).
+    pub async fn head(&self) -> Result<FillHead, FillError> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if let Some(h) = self
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .head
+                .clone()
+            {
+                return h;
+            }
+            if rx.changed().await.is_err() {
+                return Err(FillError::BadGateway);
+            }
+        }
+    }
+
+    /// Waits until bytes at `pos` have arrived and returns them (at most to the end
+    /// of the chunk that holds `pos`).
+    pub async fn read_at(&self, pos: u64) -> Chunk {
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if pos < st.received {
+                    let mut start = 0u64;
+                    for c in &st.chunks {
+                        let end = start + c.len() as u64;
+                        if pos < end {
+                            return Chunk::Data(c.slice((pos - start) as usize..));
+                        }
+                        start = end;
+                    }
+                }
+                if st.end.is_some() {
+                    return Chunk::Failed;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Chunk::Failed;
+            }
+        }
+    }
+}
+
+/// The cache's counters beyond the store's own.
+struct FillMetrics {
+    fills: IntCounterVec,
+    coalesced: IntCounter,
+    attempts: IntCounterVec,
+    fills_running: IntGauge,
+}
+
+/// The edge's cache: the store, the origin, the fills in progress.
+pub struct EdgeCache {
+    /// The disk cache.
+    pub store: Cache,
+    origin: OriginUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    settings: UpstreamSettings,
+    fills: Mutex<HashMap<Box<str>, Arc<Fill>>>,
+    slots: Arc<Semaphore>,
+    metrics: FillMetrics,
+}
+
+impl std::fmt::Debug for EdgeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeCache")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// Bytes of a decoded path that must be escaped in a request target.
+const PATH_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Outcome labels of `edge_cache_fills_total`.
+const FILL_RESULTS: [&str; 4] = ["stored", "uncached", "failed", "refused"];
+
+impl EdgeCache {
+    /// Opens the store and registers the metrics.
+    pub fn new(
+        store: Cache,
+        settings: UpstreamSettings,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        registry: &Registry,
+    ) -> Self {
+        let fills = IntCounterVec::new(
+            Opts::new(
+                "edge_cache_fills_total",
+                "Origin fills by result: stored, uncached (pass-through or not cacheable), \
+                 failed (no head or broken body), refused (the origin's 4xx)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in FILL_RESULTS {
+            fills.with_label_values(&[r]);
+        }
+        let attempts = IntCounterVec::new(
+            Opts::new(
+                "edge_upstream_attempts_total",
+                "Requests to the origin by outcome (ok, status_5xx, status_4xx, connect, timeout, io)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let metrics = FillMetrics {
+            fills,
+            coalesced: IntCounter::new(
+                "edge_cache_coalesced_waiters_total",
+                "Requests that joined a fill already in progress instead of fetching",
+            )
+            .expect("valid metric"),
+            attempts,
+            fills_running: IntGauge::new("edge_cache_fills_running", "Origin fills in progress")
+                .expect("valid metric"),
+        };
+        for c in [
+            Box::new(metrics.fills.clone()) as Box<dyn Collector>,
+            Box::new(metrics.coalesced.clone()),
+            Box::new(metrics.attempts.clone()),
+            Box::new(metrics.fills_running.clone()),
+            Box::new(StoreCollector::new(store.clone())),
+        ] {
+            let _ = registry.register(c);
+        }
+        Self {
+            store,
+            origin: settings.origin.clone(),
+            tls,
+            slots: Arc::new(Semaphore::new(settings.max_concurrent_fills)),
+            settings,
+            fills: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// The fill for `key` from the default origin: the one in progress, or a new one.
+    pub fn join(self: &Arc<Self>, key: &str) -> Arc<Fill> {
+        self.join_from(key, None)
+    }
+
+    /// The fill for `key`, fetched from `origin` (default: `[upstream]`).
+    pub fn join_from(self: &Arc<Self>, key: &str, origin: Option<&OriginUrl>) -> Arc<Fill> {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = fills.get(key) {
+            self.metrics.coalesced.inc();
+            return f.clone();
+        }
+        let fill = Fill::new();
+        fills.insert(key.into(), fill.clone());
+        drop(fills);
+        let me = self.clone();
+        let key: Box<str> = key.into();
+        let origin = origin.cloned().unwrap_or_else(|| self.origin.clone());
+        let f = fill.clone();
+        tokio::spawn(async move {
+            me.metrics.fills_running.inc();
+            me.run(&key, &origin, &f).await;
+            me.metrics.fills_running.dec();
+        });
+        fill
+    }
+
+    fn forget(&self, key: &str, fill: &Arc<Fill>) {
+        let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
+        if fills.get(key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            fills.remove(key);
+        }
+    }
+
+    /// Runs one fill to its end.
+    async fn run(self: &Arc<Self>, key: &str, origin: &OriginUrl, fill: &Arc<Fill>) {
+        let _slot = self.slots.clone().acquire_owned().await;
+        let response = match self.open_with_retries(origin, key).await {
+            Ok(r) => r,
+            Err(e) => {
+                let label = if matches!(e, FillError::Status(_)) {
+                    "refused"
+                } else {
+                    "failed"
+                };
+                self.metrics.fills.with_label_values(&[label]).inc();
+                fill.update(|st| {
+                    st.head = Some(Err(e));
+                    st.end = Some(false);
+                });
+                self.forget(key, fill);
+                return;
+            }
+        };
+        let headers = response.headers();
+        let Some(len) = headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            // Without a length the head cannot be sent before the body is complete;
+            // video origins send one. Treat as a broken origin.
+            self.metrics.fills.with_label_values(&["failed"]).inc();
+            fill.update(|st| {
+                st.head = Some(Err(FillError::BadGateway));
+                st.end = Some(false);
+            });
+            self.forget(key, fill);
+            return;
+        };
+        let (meta, cacheable) = self.meta_of(key, headers);
+        let stored = cacheable && len <= self.settings.max_object_bytes;
+        if !stored {
+            // Pass-through: clients that asked meanwhile share this fetch; later
+            // ones start their own, so nothing large stays in memory past it.
+            self.forget(key, fill);
+        }
+        fill.update(|st| {
+            st.head = Some(Ok(FillHead {
+                len,
+                meta: meta.clone(),
+            }))
+        });
+        let mut body = response.into_body();
+        let idle = self.settings.body_idle_timeout;
+        let complete = loop {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) | Ok(Some(Err(_))) => break false,
+                Ok(None) => break true,
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            let n = data.len() as u64;
+                            fill.update(|st| {
+                                st.received += n;
+                                st.chunks.push(data);
+                            });
+                        }
+                    }
+                }
+            }
+        };
+        let (complete, chunks) = {
+            let st = fill.state.lock().unwrap_or_else(|e| e.into_inner());
+            (complete && st.received == len, st.chunks.clone())
+        };
+        fill.update(|st| st.end = Some(complete));
+        if !complete {
+            self.metrics.fills.with_label_values(&["failed"]).inc();
+            self.forget(key, fill);
+            return;
+        }
+        if !stored {
+            self.metrics.fills.with_label_values(&["uncached"]).inc();
+            return;
+        }
+        let small = (len as usize) <= 64 * 1024;
+        let hot: Option<Arc<[u8]>> = small.then(|| {
+            let mut v = Vec::with_capacity(len as usize);
+            for c in &chunks {
+                v.extend_from_slice(c);
+            }
+            v.into()
+        });
+        let me = self.clone();
+        let done_key: Box<str> = key.into();
+        let done_fill = fill.clone();
+        let inserted = self.store.insert(key, meta, chunks, move |ok| {
+            // Runs on the disk writer's thread once the object is durable and
+            // indexed (or could not be): the fill's memory goes then.
+            if ok {
+                if let Some(body) = hot {
+                    me.store.keep_hot(&done_key, body);
+                }
+            }
+            me.forget(&done_key, &done_fill);
+        });
+        match inserted {
+            Ok(()) => self.metrics.fills.with_label_values(&["stored"]).inc(),
+            Err(_) => {
+                self.metrics.fills.with_label_values(&["uncached"]).inc();
+                self.forget(key, fill);
+            }
+        }
+    }
+
+    /// Opens the origin's response for `key`, retrying 5xx, refused connections and
+    /// timeouts with exponential backoff within the retry budget.
+    async fn open_with_retries(
+        &self,
+        origin: &OriginUrl,
+        key: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, FillError> {
+        let s = &self.settings;
+        // The key is the normalised (decoded) path: encode it again for the wire.
+        let path = format!(
+            "/{}",
+            percent_encoding::utf8_percent_encode(key, PATH_ENCODE)
+        );
+        let budget_end = tokio::time::Instant::now() + s.retry_budget;
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = upstream::open(
+                origin,
+                &path,
+                self.tls.as_ref(),
+                s.connect_timeout,
+                s.header_timeout,
+            )
+            .await;
+            let (label, err) = match outcome {
+                Ok(r) if r.status() == hyper::StatusCode::OK => {
+                    self.metrics.attempts.with_label_values(&["ok"]).inc();
+                    return Ok(r);
+                }
+                Ok(r) if r.status().is_server_error() => ("status_5xx", FillError::BadGateway),
+                Ok(r) => {
+                    self.metrics
+                        .attempts
+                        .with_label_values(&["status_4xx"])
+                        .inc();
+                    let code = r.status().as_u16();
+                    return Err(match code {
+                        403 | 404 | 410 | 451 => FillError::Status(code),
+                        _ => FillError::BadGateway,
+                    });
+                }
+                Err(AttemptError::Connect(_)) => ("connect", FillError::BadGateway),
+                Err(AttemptError::Timeout) => ("timeout", FillError::GatewayTimeout),
+                Err(AttemptError::Io(_)) => ("io", FillError::BadGateway),
+            };
+            self.metrics.attempts.with_label_values(&[label]).inc();
+            let now = tokio::time::Instant::now();
+            if attempt >= s.max_attempts || now + backoff > budget_end {
+                return Err(err);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+
+    /// Response metadata and whether the object may be stored, from the origin's
+    /// headers and the configured defaults.
+    fn meta_of(&self, key: &str, h: &hyper::HeaderMap) -> (Meta, bool) {
+        let text = |name: hyper::header::HeaderName| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let cache_control = text(hyper::header::CACHE_CONTROL);
+        let mut cacheable = true;
+        let mut ttl: Option<u64> = None;
+        if let Some(cc) = &cache_control {
+            for d in cc.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+                if d == "no-store" || d == "private" || d == "no-cache" {
+                    cacheable = false;
+                } else if let Some(v) = d.strip_prefix("s-maxage=") {
+                    ttl = v.parse().ok().or(ttl);
+                } else if let Some(v) = d.strip_prefix("max-age=") {
+                    if ttl.is_none() {
+                        ttl = v.parse().ok();
+                    }
+                }
+            }
+        }
+        if ttl.is_none() {
+            if let Some(exp) = text(hyper::header::EXPIRES) {
+                ttl = Some(
+                    httpdate::parse_http_date(&exp)
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs().saturating_sub(now)),
+                );
+            }
+        }
+        let ttl = ttl.unwrap_or_else(|| {
+            let rel = key;
+            let d = if rel.ends_with(".m3u8") || rel.ends_with(".mpd") {
+                self.settings.playlist_ttl
+            } else if [
+                ".ts", ".m4s", ".mp4", ".aac", ".m4a", ".m4v", ".vtt", ".cmfv", ".cmfa",
+            ]
+            .iter()
+            .any(|e| rel.ends_with(e))
+            {
+                self.settings.segment_ttl
+            } else {
+                self.settings.other_ttl
+            };
+            d.as_secs()
+        });
+        if ttl == 0 {
+            cacheable = false;
+        }
+        let content_type = text(hyper::header::CONTENT_TYPE)
+            .unwrap_or_else(|| crate::http::content_type(key).to_string());
+        let last_modified = text(hyper::header::LAST_MODIFIED)
+            .and_then(|v| httpdate::parse_http_date(&v).ok())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        let etag = text(hyper::header::ETAG)
+            .filter(|e| e.starts_with('"') && e.ends_with('"') && e.len() >= 2);
+        (
+            Meta {
+                content_type,
+                etag,
+                last_modified,
+                cache_control,
+                expires_unix: now + ttl,
+            },
+            cacheable,
+        )
+    }
+}
+
+/// Exposes the store's counters and per-disk state at scrape time.
+struct StoreCollector {
+    store: Cache,
+    descs: Vec<Desc>,
+}
+
+impl StoreCollector {
+    fn new(store: Cache) -> Self {
+        let descs = Self::families(&store)
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned().collect::<Vec<_>>())
+            .collect();
+        Self { store, descs }
+    }
+
+    fn families(store: &Cache) -> Vec<Box<dyn Collector>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = store.stats();
+        let counter = |name: &str, help: &str, v: u64| -> Box<dyn Collector> {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            c.inc_by(v);
+            Box::new(c)
+        };
+        let gauge = |name: &str, help: &str, v: i64| -> Box<dyn Collector> {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            g.set(v);
+            Box::new(g)
+        };
+        let disks = store.disks();
+        let used = IntGaugeVec::new(
+            Opts::new(
+                "edge_cache_disk_used_bytes",
+                "Ring bytes holding data, per disk",
+            ),
+            &["disk"],
+        )
+        .expect("valid metric");
+        let size = IntGaugeVec::new(
+            Opts::new("edge_cache_disk_size_bytes", "Container size, per disk"),
+            &["disk"],
+        )
+        .expect("valid metric");
+        let serving = IntGaugeVec::new(
+            Opts::new(
+                "edge_cache_disk_in_service",
+                "1 while the disk serves, per disk",
+            ),
+            &["disk"],
+        )
+        .expect("valid metric");
+        let cold = IntGaugeVec::new(
+            Opts::new(
+                "edge_cache_disk_cold_reads",
+                "Cold reads queued on the disk's I/O pool since start, per disk",
+            ),
+            &["disk"],
+        )
+        .expect("valid metric");
+        for d in &disks {
+            let p = d.path.display().to_string();
+            used.with_label_values(&[&p]).set(d.used as i64);
+            size.with_label_values(&[&p]).set(d.size as i64);
+            serving
+                .with_label_values(&[&p])
+                .set(i64::from(d.in_service));
+            cold.with_label_values(&[&p]).set(d.cold_reads as i64);
+        }
+        vec![
+            counter(
+                "edge_cache_hits_total",
+                "Fresh objects served from the cache",
+                s.hits.load(Relaxed),
+            ),
+            counter(
+                "edge_cache_misses_total",
+                "Lookups that found nothing usable",
+                s.misses.load(Relaxed),
+            ),
+            counter(
+                "edge_cache_stale_total",
+                "Lookups that found an expired object (refetched)",
+                s.stale.load(Relaxed),
+            ),
+            counter(
+                "edge_cache_stored_total",
+                "Objects written, synced and indexed",
+                s.stored.load(Relaxed),
+            ),
+            counter(
+                "edge_cache_store_failures_total",
+                "Objects not stored (writer busy, no disk, too large, write failed)",
+                s.store_failures.load(Relaxed),
+            ),
+            counter(
+                "edge_cache_evictions_total",
+                "Objects overwritten by the ring",
+                s.evictions.load(Relaxed),
+            ),
+            counter(
+                "edge_cache_purged_total",
+                "Objects purged through the admin API",
+                s.purged.load(Relaxed),
+            ),
+            counter(
+                "edge_cache_written_bytes_total",
+                "Bytes written to the containers",
+                s.bytes_written.load(Relaxed),
+            ),
+            counter(
+                "edge_cache_writer_holds_total",
+                "Times a disk writer waited for a reader to leave a region",
+                s.writer_holds.load(Relaxed),
+            ),
+            counter(
+                "edge_cache_disk_failures_total",
+                "Disks taken out of service after I/O errors",
+                s.disk_failures.load(Relaxed),
+            ),
+            gauge(
+                "edge_cache_objects",
+                "Objects in the index",
+                s.objects.load(Relaxed) as i64,
+            ),
+            gauge(
+                "edge_cache_disks_in_service",
+                "Disks serving",
+                disks.iter().filter(|d| d.in_service).count() as i64,
+            ),
+            Box::new(used),
+            Box::new(size),
+            Box::new(serving),
+            Box::new(cold),
+        ]
+    }
+}
+
+impl Collector for StoreCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        Self::families(&self.store)
+            .iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
+
+impl web_ui::Purge for EdgeCache {
+    fn purge_key(&self, key: &str) -> Result<u64, String> {
+        let mut rel = String::new();
+        crate::http::path::normalise(key.as_bytes(), &mut rel)
+            .map_err(|e| format!("`{key}`: {e}"))?;
+        Ok(u64::from(self.store.purge(&rel)))
+    }
+
+    fn purge_prefix(&self, prefix: &str) -> Result<u64, String> {
+        let rel = prefix.trim_start_matches('/');
+        if rel.split('/').any(|s| s == ".." || s == ".") || rel.contains(['\0', '\\']) {
+            return Err(format!(
+                "`{prefix}`: a prefix is a plain path (no . or .. segments)"
+            ));
+        }
+        Ok(self.store.purge_prefix(rel))
+    }
+}
