@@ -1,6 +1,9 @@
 //! Shared helpers for the end-to-end tests: an in-process `edge` on loopback with
 //! its own content directory, a verifying TLS client for its generated certificate,
-//! and a minimal HTTP/1.1 response reader.
+//! a minimal HTTP/1.1 response reader, and ([`origin`]) an origin server that
+//! misbehaves on request, for an edge that fills from one.
+
+pub mod origin;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
