@@ -274,7 +274,7 @@ struct RawUpstream {
     body_idle_timeout_ms: u64,
     retry_budget_ms: u64,
     max_attempts: u32,
-    max_object_bytes: u64,
+    max_object_bytes: Option<u64>,
     max_concurrent_fills: usize,
     segment_ttl_secs: u64,
     playlist_ttl_secs: u64,
@@ -291,7 +291,7 @@ impl Default for RawUpstream {
             body_idle_timeout_ms: 10_000,
             retry_budget_ms: 4000,
             max_attempts: 3,
-            max_object_bytes: 64 << 20,
+            max_object_bytes: None,
             max_concurrent_fills: 256,
             segment_ttl_secs: 86_400,
             playlist_ttl_secs: 2,
@@ -1114,13 +1114,15 @@ fn validate_cache(
         });
     }
     let smallest = disks.iter().map(|d| d.size).min().unwrap_or(0);
-    if u.max_object_bytes == 0 || u.max_object_bytes > smallest / 8 {
+    // Default: 64 MiB, or an eighth of the smallest disk when that is less.
+    let max_object_bytes = u.max_object_bytes.unwrap_or((64 << 20).min(smallest / 8));
+    if max_object_bytes == 0 || max_object_bytes > smallest / 8 {
         return Err(invalid(
             "upstream.max_object_bytes",
             format!(
                 "{} is out of range: use 1..={} (an eighth of the smallest disk; larger objects \
                  pass through uncached)",
-                u.max_object_bytes,
+                max_object_bytes,
                 smallest / 8
             ),
         ));
@@ -1167,7 +1169,7 @@ fn validate_cache(
             )?,
             retry_budget: ms("upstream.retry_budget_ms", u.retry_budget_ms, 0, 600_000)?,
             max_attempts: u.max_attempts,
-            max_object_bytes: u.max_object_bytes,
+            max_object_bytes,
             max_concurrent_fills: u.max_concurrent_fills,
             segment_ttl: ttl("upstream.segment_ttl_secs", u.segment_ttl_secs)?,
             playlist_ttl: ttl("upstream.playlist_ttl_secs", u.playlist_ttl_secs)?,

@@ -511,6 +511,7 @@ fn file_response(
         last_modified,
         content_type: http::content_type(rel).as_bytes(),
         cache_control: http::cache_control(rel).as_bytes(),
+        x_cache: None,
     };
     entity_response(
         req,
@@ -532,6 +533,8 @@ struct Entity<'a> {
     last_modified: SystemTime,
     content_type: &'a [u8],
     cache_control: &'a [u8],
+    /// `X-Cache` (`HIT` or `MISS`) in edge mode.
+    x_cache: Option<&'static [u8]>,
 }
 
 /// The response to a GET or HEAD of `e`: preconditions, conditional GET, byte
@@ -643,6 +646,9 @@ fn entity_response(
     if status == 206 {
         w.content_range(offset, offset + body_len - 1, len);
     }
+    if let Some(v) = e.x_cache {
+        w.header("X-Cache", v);
+    }
     cors_headers(&mut w, origin, &site.cors);
     connection_header(&mut w, !close);
     w.finish();
@@ -693,6 +699,7 @@ fn cached_response(
             .as_deref()
             .unwrap_or(http::cache_control(key))
             .as_bytes(),
+        x_cache: Some(b"HIT"),
     };
     let storage::Hit {
         file,
@@ -786,6 +793,7 @@ pub fn fill_response(
             .as_deref()
             .unwrap_or(http::cache_control(key))
             .as_bytes(),
+        x_cache: Some(b"MISS"),
     };
     entity_response(
         req,

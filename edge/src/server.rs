@@ -88,6 +88,7 @@ pub struct Running {
     shutdown: CancellationToken,
     grace: Duration,
     ctx: Arc<ServerCtx>,
+    cache: Option<Arc<crate::cache::EdgeCache>>,
 }
 
 impl Running {
@@ -187,6 +188,9 @@ impl Running {
                 open = self.tasks.len(),
                 "grace period over; cutting remaining connections"
             );
+        }
+        if let Some(c) = &self.cache {
+            c.store.flush();
         }
     }
 }
@@ -377,6 +381,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         grace: config.shutdown_grace,
         ctx,
+        cache: edge_cache,
     })
 }
 

@@ -628,13 +628,13 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use std::sync::mpsc::channel;
 
-    struct Dir(PathBuf);
+    pub struct Dir(pub PathBuf);
     impl Dir {
-        fn new(name: &str) -> Self {
+        pub fn new(name: &str) -> Self {
             static N: AtomicU64 = AtomicU64::new(0);
             let p = std::env::temp_dir().join(format!(
                 "storage-{name}-{}-{}",
@@ -653,7 +653,7 @@ mod tests {
         }
     }
 
-    fn config(dir: &Dir, disks: usize, size: u64) -> CacheConfig {
+    pub fn config(dir: &Dir, disks: usize, size: u64) -> CacheConfig {
         CacheConfig {
             index_dir: dir.0.join("index"),
             disks: (0..disks)
@@ -671,13 +671,13 @@ mod tests {
         }
     }
 
-    fn body(len: usize, seed: u8) -> Vec<u8> {
+    pub fn body(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31) ^ seed)
             .collect()
     }
 
-    fn store(cache: &Cache, key: &str, data: &[u8]) -> bool {
+    pub fn store(cache: &Cache, key: &str, data: &[u8]) -> bool {
         let (tx, rx) = channel();
         let chunks = data.chunks(100_000).map(Bytes::copy_from_slice).collect();
         match cache.insert(key, Meta::default(), chunks, move |ok| tx.send(ok).unwrap()) {
@@ -686,7 +686,7 @@ mod tests {
         }
     }
 
-    fn read(cache: &Cache, key: &str) -> Option<Vec<u8>> {
+    pub fn read(cache: &Cache, key: &str) -> Option<Vec<u8>> {
         match cache.lookup(key) {
             Lookup::Hit(h) => {
                 assert!(cache.verify(key, &h).unwrap(), "{key} fails verification");
@@ -697,6 +697,13 @@ mod tests {
             _ => None,
         }
     }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
 
     #[test]
     fn stores_survive_a_restart() {
@@ -866,5 +873,52 @@ mod tests {
         assert!(matches!(cache.lookup("/a"), Lookup::Miss));
         assert!(store(&cache, "/a", &body(5000, 4)));
         assert_eq!(read(&cache, "/a"), Some(body(5000, 4)));
+    }
+}
+
+#[cfg(test)]
+mod stress {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn readers_never_see_wrong_bytes_while_the_ring_wraps() {
+        let dir = Dir::new("stress");
+        let cache = Cache::open(&config(&dir, 1, 32 << 20)).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for r in 0..4u8 {
+            let (cache, stop) = (cache.clone(), stop.clone());
+            readers.push(std::thread::spawn(move || {
+                let key = format!("/hot{r}");
+                let want = body(1 << 20, r);
+                let mut checked = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match cache.lookup(&key) {
+                        Lookup::Hit(h) => {
+                            let mut buf = vec![0u8; h.len as usize];
+                            std::os::unix::fs::FileExt::read_exact_at(&*h.file, &mut buf, h.offset)
+                                .unwrap();
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            let mut again = vec![0u8; h.len as usize];
+                            std::os::unix::fs::FileExt::read_exact_at(&*h.file, &mut again, h.offset)
+                                .unwrap();
+                            assert!(buf == want && again == want, "wrong bytes for {key}");
+                            checked += 1;
+                        }
+                        _ => {
+                            store(&cache, &key, &want);
+                        }
+                    }
+                }
+                checked
+            }));
+        }
+        for i in 0..300 {
+            store(&cache, &format!("/cold{i}"), &body(1 << 20, (i % 200) as u8 + 20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let checked: u32 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert!(checked > 20, "{checked}");
     }
 }

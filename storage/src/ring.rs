@@ -66,6 +66,8 @@ pub(crate) struct Disk {
     pub ring_len: u64,
     /// Cleared when the disk fails.
     pub in_service: AtomicBool,
+    /// Set once the "cannot punch holes" error was logged.
+    no_punch_warned: AtomicBool,
     /// Logical end of the last write.
     pub head: AtomicU64,
     pins: Mutex<PinState>,
@@ -248,6 +250,7 @@ impl Disk {
             size,
             ring_len: size - SUPERBLOCK,
             in_service: AtomicBool::new(true),
+            no_punch_warned: AtomicBool::new(false),
             head: AtomicU64::new(record.reserved),
             pins: Mutex::new(PinState {
                 reserved: record.reserved,
@@ -426,7 +429,10 @@ fn append(
 /// corrupting it), moves the reservation, makes it durable, and drops the index
 /// entries of the objects it overwrites.
 fn reserve(inner: &Inner, disk: &Arc<Disk>, end: u64) -> std::io::Result<()> {
-    let chunk = (disk.ring_len / 16).max(1 << 20).min(disk.ring_len / 2);
+    // Whole pages only: a hole punched over part of a page zeroes it in place
+    // (see release_region).
+    let chunk = ((disk.ring_len / 16).clamp(1 << 20, 256 << 20).min(disk.ring_len / 2)) / OBJECT_ALIGN
+        * OBJECT_ALIGN;
     let mut st = lock(&disk.pins);
     if end <= st.reserved {
         return Ok(());
@@ -449,7 +455,8 @@ fn reserve(inner: &Inner, disk: &Arc<Disk>, end: u64) -> std::io::Result<()> {
             .map(|(g, _)| g)
             .unwrap_or_else(|e| e.into_inner().0);
     }
-    let old_threshold = st.reserved.saturating_sub(disk.ring_len);
+    let old_reserved = st.reserved;
+    let old_threshold = old_reserved.saturating_sub(disk.ring_len);
     st.reserved = new_reserved;
     drop(st);
     let record = DiskRecord {
@@ -465,6 +472,47 @@ fn reserve(inner: &Inner, disk: &Arc<Disk>, end: u64) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::other(format!("index: {e}")))?;
     if threshold > old_threshold {
         inner.evict_range(disk, old_threshold, threshold);
+    }
+    // Only regions written in an earlier lap hold pages a socket may still read.
+    release_region(disk, old_reserved.max(disk.ring_len), new_reserved)
+}
+
+/// Drops the page-cache pages of the ring region for logical `[from, to)` (wrapping)
+/// before it is overwritten, and allocates its blocks again.
+///
+/// `sendfile` leaves references to page-cache pages in socket buffers (and, on
+/// loopback, in the receiver's queue) after it returns; writing into those pages in
+/// place would change bytes a client has not read yet. Punching a hole takes the
+/// pages out of the file (the sockets keep the old ones, unchanged) and the writes
+/// that follow land in fresh pages.
+fn release_region(disk: &Disk, from: u64, to: u64) -> std::io::Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    let mut at = from;
+    while at < to {
+        let pos = at % disk.ring_len;
+        let n = (to - at).min(disk.ring_len - pos);
+        let off = SUPERBLOCK + pos;
+        match fallocate(
+            &*disk.file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            off,
+            n,
+        ) {
+            Ok(()) => {
+                let _ = fallocate(&*disk.file, FallocateFlags::KEEP_SIZE, off, n);
+            }
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                if !disk.no_punch_warned.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        path = %disk.dir.display(),
+                        "the cache filesystem cannot punch holes: bytes still queued in \
+                         socket buffers may change when the ring wraps; use ext4 or xfs"
+                    );
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        at += n;
     }
     Ok(())
 }

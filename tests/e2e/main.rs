@@ -4,6 +4,7 @@
 
 mod alloc;
 mod bad_input;
+mod cache;
 mod cli;
 mod descriptors;
 mod hardening;
