@@ -29,15 +29,20 @@ use crate::index::{self, DiskRecord, Entry, Meta};
 use crate::pool::IoPool;
 use crate::{Inner, OpenError};
 
-/// Bytes in front of the ring.
-pub(crate) const SUPERBLOCK: u64 = 4096;
+/// The ring starts, and every reservation begins and ends, on this boundary: the
+/// largest page-cache folio (a PMD, 2 MiB). Punching a hole over part of a large
+/// folio that a socket still references zeroes it in place instead of taking it
+/// out of the file (see [`release_region`]).
+const RING_ALIGN: u64 = 2 << 20;
+/// Bytes in front of the ring (the superblock and padding to [`RING_ALIGN`]).
+pub(crate) const SUPERBLOCK: u64 = RING_ALIGN;
 /// Objects start on this boundary.
 const OBJECT_ALIGN: u64 = 4096;
 /// Headers are padded to this.
 const HEADER_ALIGN: u64 = 512;
 const SUPER_MAGIC: &[u8; 8] = b"EDGERING";
 const OBJECT_MAGIC: &[u8; 8] = b"EDGEOBJ1";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// The smallest container accepted.
 pub const MIN_CONTAINER_BYTES: u64 = 16 << 20;
 
@@ -248,7 +253,7 @@ impl Disk {
             file: Arc::new(file),
             container: record.container,
             size,
-            ring_len: size - SUPERBLOCK,
+            ring_len: (size - SUPERBLOCK) / RING_ALIGN * RING_ALIGN,
             in_service: AtomicBool::new(true),
             no_punch_warned: AtomicBool::new(false),
             head: AtomicU64::new(record.reserved),
@@ -429,15 +434,16 @@ fn append(
 /// corrupting it), moves the reservation, makes it durable, and drops the index
 /// entries of the objects it overwrites.
 fn reserve(inner: &Inner, disk: &Arc<Disk>, end: u64) -> std::io::Result<()> {
-    // Whole pages only: a hole punched over part of a page zeroes it in place
+    // Whole folios only: a hole punched over part of one zeroes it in place
     // (see release_region).
-    let chunk = ((disk.ring_len / 16).clamp(1 << 20, 256 << 20).min(disk.ring_len / 2)) / OBJECT_ALIGN
-        * OBJECT_ALIGN;
+    let chunk = ((disk.ring_len / 16).clamp(RING_ALIGN, 256 << 20) / RING_ALIGN * RING_ALIGN)
+        .min(disk.ring_len / 2)
+        .max(RING_ALIGN);
     let mut st = lock(&disk.pins);
     if end <= st.reserved {
         return Ok(());
     }
-    let new_reserved = end.max(st.reserved + chunk);
+    let new_reserved = align_up(end.max(st.reserved + chunk), RING_ALIGN);
     let threshold = new_reserved.saturating_sub(disk.ring_len);
     let mut held = false;
     while st
