@@ -451,9 +451,10 @@ impl EdgeCache {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b)))
         };
-        let now = SystemTime::now()
+        let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| d.as_millis() as u64);
+        let now = now_ms / 1000;
         let cache_control = text(hyper::header::CACHE_CONTROL);
         let mut cacheable = true;
         let mut ttl: Option<u64> = None;
@@ -513,7 +514,7 @@ impl EdgeCache {
                 etag,
                 last_modified,
                 cache_control,
-                expires_unix: now + ttl,
+                expires_ms: now_ms + ttl * 1000,
             },
             cacheable,
         )

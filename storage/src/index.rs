@@ -24,8 +24,8 @@ pub struct Meta {
     pub last_modified: Option<u64>,
     /// The origin's `Cache-Control`, relayed to clients.
     pub cache_control: Option<String>,
-    /// Fresh until this Unix time (seconds); `0` = no expiry.
-    pub expires_unix: u64,
+    /// Fresh until this Unix time (milliseconds); `0` = no expiry.
+    pub expires_ms: u64,
 }
 
 /// One indexed object: where its bytes lie and what they are.
@@ -90,7 +90,7 @@ mod tests {
                 etag: Some("\"x\"".into()),
                 last_modified: Some(5),
                 cache_control: None,
-                expires_unix: 0,
+                expires_ms: 0,
             },
         };
         assert_eq!(decode::<Entry>(&encode(&e)), Some(e));

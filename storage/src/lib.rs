@@ -201,10 +201,12 @@ pub struct Cache {
 struct Closer {
     inner: Arc<Inner>,
     writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    counting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Closer {
     fn drop(&mut self) {
+        self.counting.store(false, Ordering::Relaxed);
         for d in &self.inner.disks {
             lock(&d.writer).take();
         }
@@ -226,6 +228,13 @@ impl std::fmt::Debug for Cache {
 /// `EIO`.
 const fn libc_eio() -> i32 {
     5
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn now_unix() -> u64 {
@@ -312,18 +321,30 @@ impl Cache {
                 })?;
             writers.push(w);
         }
-        // Counting a large index takes a while; start-up does not wait for it.
-        let i = inner.clone();
-        let _ = std::thread::Builder::new()
+        // Counting a large index takes a while; start-up does not wait for it (and
+        // shutdown stops it).
+        let counting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (i, go) = (inner.clone(), counting.clone());
+        if let Ok(t) = std::thread::Builder::new()
             .name("cache-count".into())
             .spawn(move || {
-                let n = i.objects.len() as u64;
+                let mut n = 0u64;
+                for _ in i.objects.iter().keys() {
+                    n += 1;
+                    if n % 4096 == 0 && !go.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
                 i.stats.objects.fetch_add(n, Ordering::Relaxed);
-            });
+            })
+        {
+            writers.push(t);
+        }
         Ok(Self {
             _closer: Arc::new(Closer {
                 inner: inner.clone(),
                 writers: Mutex::new(writers),
+                counting,
             }),
             inner,
         })
@@ -358,7 +379,7 @@ impl Cache {
             inner.forget(key);
             return inner.miss();
         }
-        if entry.meta.expires_unix != 0 && entry.meta.expires_unix <= now_unix() {
+        if entry.meta.expires_ms != 0 && entry.meta.expires_ms <= now_ms() {
             inner.stats.stale.fetch_add(1, Ordering::Relaxed);
             return Lookup::Stale;
         }
@@ -697,7 +718,6 @@ mod tests_support {
             _ => None,
         }
     }
-
 }
 
 #[cfg(test)]
@@ -901,8 +921,10 @@ mod stress {
                                 .unwrap();
                             std::thread::sleep(std::time::Duration::from_millis(2));
                             let mut again = vec![0u8; h.len as usize];
-                            std::os::unix::fs::FileExt::read_exact_at(&*h.file, &mut again, h.offset)
-                                .unwrap();
+                            std::os::unix::fs::FileExt::read_exact_at(
+                                &*h.file, &mut again, h.offset,
+                            )
+                            .unwrap();
                             assert!(buf == want && again == want, "wrong bytes for {key}");
                             checked += 1;
                         }
@@ -915,7 +937,11 @@ mod stress {
             }));
         }
         for i in 0..150 {
-            store(&cache, &format!("/cold{i}"), &body(1 << 20, (i % 200) as u8 + 20));
+            store(
+                &cache,
+                &format!("/cold{i}"),
+                &body(1 << 20, (i % 200) as u8 + 20),
+            );
         }
         stop.store(true, Ordering::Relaxed);
         let checked: u32 = readers.into_iter().map(|r| r.join().unwrap()).sum();
@@ -972,7 +998,11 @@ mod stress {
             }));
         }
         for i in 0..150 {
-            store(&cache, &format!("/cold{i}"), &body(1 << 20, (i % 200) as u8 + 20));
+            store(
+                &cache,
+                &format!("/cold{i}"),
+                &body(1 << 20, (i % 200) as u8 + 20),
+            );
         }
         stop.store(true, Ordering::Relaxed);
         let checked: u32 = readers.into_iter().map(|r| r.join().unwrap()).sum();

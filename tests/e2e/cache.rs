@@ -33,9 +33,11 @@ fn cache_toml(origin: &str, dir: &Path, size_mib: u64, upstream_extra: &str) -> 
 /// and body, or why the body was cut (the error carries how much arrived).
 async fn fetch(addr: SocketAddr, path: &str, extra: &str) -> Result<Fetched, String> {
     let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     let read = s.read_to_end(&mut raw).await;
     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -48,7 +50,12 @@ async fn fetch(addr: SocketAddr, path: &str, extra: &str) -> Result<Fetched, Str
     let headers: Vec<(String, String)> = resp
         .headers
         .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
         .collect();
     let body = raw[n..].to_vec();
     let len: Option<usize> = headers
@@ -57,7 +64,10 @@ async fn fetch(addr: SocketAddr, path: &str, extra: &str) -> Result<Fetched, Str
         .and_then(|(_, v)| v.parse().ok());
     if let Some(len) = len {
         if body.len() != len {
-            return Err(format!("short body: {} of {len} bytes (status {status})", body.len()));
+            return Err(format!(
+                "short body: {} of {len} bytes (status {status})",
+                body.len()
+            ));
         }
     }
     Ok(Fetched {
@@ -88,6 +98,22 @@ fn metric(text: &str, name: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0, |v| v as u64)
+}
+
+/// Waits (up to 10 s) until the store has indexed `n` objects in all.
+async fn wait_stored(server: &TestServer, n: u64) {
+    let t0 = Instant::now();
+    loop {
+        let m = server.metrics_text().await;
+        if metric(&m, "edge_cache_stored_total") >= n {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "never stored {n}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn admin_post(server: &TestServer, path: &str) -> String {
@@ -121,10 +147,15 @@ async fn miss_fill_hit_on_both_listeners_ranges_conditionals_and_purge() {
         let mut c = server.client(tls).await;
         let r = c.get("/v/seg1.m4s", "").await;
         assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-cache"), Some(if tls { "HIT" } else { "MISS" }));
+        wait_stored(&server, 1).await;
         assert_eq!(sha256_hex(&r.body), sha256_hex(&body), "tls={tls}");
         assert_eq!(r.header("content-type"), Some("video/iso.segment"));
         assert_eq!(r.header("etag"), Some("\"abc\""));
-        assert_eq!(r.header("last-modified"), Some("Wed, 21 Oct 2026 07:28:00 GMT"));
+        assert_eq!(
+            r.header("last-modified"),
+            Some("Wed, 21 Oct 2026 07:28:00 GMT")
+        );
         let r = c.get("/v/seg1.m4s", "Range: bytes=1000-1999\r\n").await;
         assert_eq!(r.status, 206);
         assert_eq!(r.body, body[1000..2000]);
@@ -132,6 +163,7 @@ async fn miss_fill_hit_on_both_listeners_ranges_conditionals_and_purge() {
         assert_eq!(r.status, 304);
         let r = c.get("/v/small.m3u8", "").await;
         assert_eq!((r.status, r.body.as_slice()), (200, &b"#EXTM3U\n"[..]));
+        wait_stored(&server, 2).await;
     }
     // The first GET filled, everything after was a hit (wait for the store to
     // index, which the fill's memory covers meanwhile).
@@ -139,7 +171,11 @@ async fn miss_fill_hit_on_both_listeners_ranges_conditionals_and_purge() {
     assert_eq!(origin.requests("/v/small.m3u8"), 1);
     let m = server.metrics_text().await;
     assert!(metric(&m, "edge_cache_hits_total") >= 6, "{m}");
-    assert_eq!(metric(&m, "edge_cache_fills_total{result=\"stored\"}"), 2, "{m}");
+    assert_eq!(
+        metric(&m, "edge_cache_fills_total{result=\"stored\"}"),
+        2,
+        "{m}"
+    );
     assert_eq!(metric(&m, "edge_cache_disks_in_service"), 1);
     // A path the origin does not have: its 404, not cached.
     for _ in 0..2 {
@@ -153,7 +189,7 @@ async fn miss_fill_hit_on_both_listeners_ranges_conditionals_and_purge() {
     let r = fetch(server.http, "/v/seg1.m4s", "").await.unwrap();
     assert_eq!(sha256_hex(&r.body), sha256_hex(&body));
     assert_eq!(origin.requests("/v/seg1.m4s"), 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_stored(&server, 3).await;
     let out = admin_post(&server, "/purge?prefix=/v/").await;
     assert!(out.contains("{\"purged\":2}"), "{out}");
     // Without the token: 401.
@@ -163,7 +199,11 @@ async fn miss_fill_hit_on_both_listeners_ranges_conditionals_and_purge() {
         .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
-    assert!(out.starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        out.starts_with(b"HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,12 +257,22 @@ async fn two_hundred_clients_share_one_slow_fill_and_stream_before_it_ends() {
         assert_eq!(sum, want);
         firsts.push(first);
     }
-    assert_eq!(origin.requests("/big.m4s"), 1, "one origin request for 200 clients");
+    assert_eq!(
+        origin.requests("/big.m4s"),
+        1,
+        "one origin request for 200 clients"
+    );
     let finished = origin.finished_at("/big.m4s").expect("the origin finished");
     let late = firsts.iter().filter(|f| **f >= finished).count();
-    assert_eq!(late, 0, "{late} clients got their first body byte only after the origin finished");
+    assert_eq!(
+        late, 0,
+        "{late} clients got their first body byte only after the origin finished"
+    );
     let m = server.metrics_text().await;
-    assert!(metric(&m, "edge_cache_coalesced_waiters_total") >= 199, "{m}");
+    assert!(
+        metric(&m, "edge_cache_coalesced_waiters_total") >= 199,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +287,13 @@ async fn a_64_mib_ring_wraps_under_1_gib_while_readers_check_every_body() {
     }
     let sums = Arc::new(sums);
     let dir = TempDir::new("cache-wrap");
-    let server = TestServer::start(&cache_toml(&origin.url(), dir.path(), 64, "max_object_bytes = 4194304")).await;
+    let server = TestServer::start(&cache_toml(
+        &origin.url(),
+        dir.path(),
+        64,
+        "max_object_bytes = 4194304",
+    ))
+    .await;
     let addr = server.http;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Readers hammer four hot keys (evicted and refetched as the ring wraps).
@@ -290,11 +346,20 @@ async fn a_64_mib_ring_wraps_under_1_gib_while_readers_check_every_body() {
     let before = origin.requests("/w/1.ts");
     let r = fetch(addr, "/w/1.ts", "").await.unwrap();
     assert_eq!(sha256_hex(&r.body), sums[1]);
-    assert_eq!(origin.requests("/w/1.ts"), before + 1, "an evicted key is refetched");
+    assert_eq!(
+        origin.requests("/w/1.ts"),
+        before + 1,
+        "an evicted key is refetched"
+    );
     let m = server.metrics_text().await;
     assert!(metric(&m, "edge_cache_evictions_total") > 900, "{m}");
     // Disk use: the container and the index, nothing else.
-    assert_eq!(std::fs::metadata(dir.path().join("d0/data.bin")).unwrap().len(), 64 << 20);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("d0/data.bin"))
+            .unwrap()
+            .len(),
+        64 << 20
+    );
     let entries: Vec<_> = std::fs::read_dir(dir.path().join("d0")).unwrap().collect();
     assert_eq!(entries.len(), 1, "only data.bin on the disk");
     let index_bytes: u64 = walk_size(&dir.path().join("index"));
@@ -322,7 +387,14 @@ fn walk_size(p: &Path) -> u64 {
 async fn origin_faults_give_502_504_or_a_cut_and_cache_nothing_corrupt() {
     let origin = FaultOrigin::start().await;
     let good = pattern(300_000, 3);
-    for p in ["/f/5xx.ts", "/f/once.ts", "/f/timeout.ts", "/f/reset.ts", "/f/short.ts", "/f/ok.ts"] {
+    for p in [
+        "/f/5xx.ts",
+        "/f/once.ts",
+        "/f/timeout.ts",
+        "/f/reset.ts",
+        "/f/short.ts",
+        "/f/ok.ts",
+    ] {
         origin.put(p, good.clone());
     }
     origin.set_fault("/f/5xx.ts", Fault::Status(503));
@@ -337,7 +409,11 @@ async fn origin_faults_give_502_504_or_a_cut_and_cache_nothing_corrupt() {
 
     let r = fetch(addr, "/f/5xx.ts", "").await.unwrap();
     assert_eq!(r.status, 502);
-    assert_eq!(origin.requests("/f/5xx.ts"), 3, "retried up to max_attempts");
+    assert_eq!(
+        origin.requests("/f/5xx.ts"),
+        3,
+        "retried up to max_attempts"
+    );
     let r = fetch(addr, "/f/once.ts", "").await.unwrap();
     assert_eq!(r.status, 200, "a retry after one 500 succeeds");
     assert_eq!(r.body, good);
@@ -347,7 +423,10 @@ async fn origin_faults_give_502_504_or_a_cut_and_cache_nothing_corrupt() {
     assert_eq!(r.status, 504);
     assert!(t0.elapsed() < Duration::from_secs(5));
     for p in ["/f/reset.ts", "/f/short.ts"] {
-        let e = fetch(addr, p, "").await.err().unwrap_or_else(|| panic!("{p}: a whole body"));
+        let e = fetch(addr, p, "")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{p}: a whole body"));
         assert!(e.contains("short body"), "{p}: {e}");
     }
     // Other keys keep serving meanwhile.
@@ -370,8 +449,14 @@ async fn origin_faults_give_502_504_or_a_cut_and_cache_nothing_corrupt() {
     assert_eq!(fetch(addr, "/f/ok.ts", "").await.unwrap().body, good);
     origin.resume().await.unwrap();
     let m = server.metrics_text().await;
-    assert!(metric(&m, "edge_cache_fills_total{result=\"failed\"}") >= 5, "{m}");
-    assert!(metric(&m, "edge_upstream_attempts_total{outcome=\"timeout\"}") >= 2, "{m}");
+    assert!(
+        metric(&m, "edge_cache_fills_total{result=\"failed\"}") >= 5,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "edge_upstream_attempts_total{outcome=\"timeout\"}") >= 2,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,18 +464,38 @@ async fn oversized_objects_pass_through_and_cache_control_is_honoured() {
     let origin = FaultOrigin::start().await;
     let big = pattern(3 << 20, 9);
     origin.put("/p/big.mp4", big.clone());
-    origin.put_with("/p/nostore.ts", Object::new(b"x".to_vec()).cache_control("no-store"));
-    origin.put_with("/p/short.ts", Object::new(b"y".to_vec()).cache_control("public, max-age=1"));
+    origin.put_with(
+        "/p/nostore.ts",
+        Object::new(b"x".to_vec()).cache_control("no-store"),
+    );
+    origin.put_with(
+        "/p/short.ts",
+        Object::new(b"y".to_vec()).cache_control("public, max-age=1"),
+    );
     let dir = TempDir::new("cache-policy");
-    let server = TestServer::start(&cache_toml(&origin.url(), dir.path(), 16, "max_object_bytes = 1048576")).await;
+    let server = TestServer::start(&cache_toml(
+        &origin.url(),
+        dir.path(),
+        16,
+        "max_object_bytes = 1048576",
+    ))
+    .await;
     let addr = server.http;
     for n in 1..=2 {
         let r = fetch(addr, "/p/big.mp4", "").await.unwrap();
         assert_eq!(sha256_hex(&r.body), sha256_hex(&big));
-        assert_eq!(origin.requests("/p/big.mp4"), n, "over the limit: never cached");
+        assert_eq!(
+            origin.requests("/p/big.mp4"),
+            n,
+            "over the limit: never cached"
+        );
         let r = fetch(addr, "/p/nostore.ts", "").await.unwrap();
         assert_eq!(r.body, b"x");
-        assert_eq!(origin.requests("/p/nostore.ts"), n, "no-store: never cached");
+        assert_eq!(
+            origin.requests("/p/nostore.ts"),
+            n,
+            "no-store: never cached"
+        );
     }
     let r = fetch(addr, "/p/short.ts", "").await.unwrap();
     assert_eq!(r.header("cache-control"), Some("public, max-age=1"));
@@ -399,7 +504,11 @@ async fn oversized_objects_pass_through_and_cache_control_is_honoured() {
     assert_eq!(origin.requests("/p/short.ts"), 1, "fresh for a second");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     fetch(addr, "/p/short.ts", "").await.unwrap();
-    assert_eq!(origin.requests("/p/short.ts"), 2, "stale after max-age: refetched");
+    assert_eq!(
+        origin.requests("/p/short.ts"),
+        2,
+        "stale after max-age: refetched"
+    );
 }
 
 #[tokio::test]
@@ -413,14 +522,23 @@ async fn bad_cache_setups_are_refused_naming_the_key_or_path() {
         dir.path().join("missing").display()
     );
     let e = TestServer::try_start(&toml).await.err().unwrap();
-    assert!(e.contains("storage.disks[0].path") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("storage.disks[0].path") && e.contains("missing"),
+        "{e}"
+    );
     // A file where the disk directory should be.
     std::fs::write(dir.path().join("file"), b"").unwrap();
-    let toml2 = toml.replace(&dir.path().join("missing").display().to_string(), &dir.path().join("file").display().to_string());
+    let toml2 = toml.replace(
+        &dir.path().join("missing").display().to_string(),
+        &dir.path().join("file").display().to_string(),
+    );
     let e = TestServer::try_start(&toml2).await.err().unwrap();
     assert!(e.contains("not a directory"), "{e}");
     // Too small a container.
-    let e = TestServer::try_start(&cache_toml(origin, dir.path(), 8, "")).await.err().unwrap();
+    let e = TestServer::try_start(&cache_toml(origin, dir.path(), 8, ""))
+        .await
+        .err()
+        .unwrap();
     assert!(e.contains("storage.disks.size_mib"), "{e}");
     // A cache without an origin, and an origin without a cache.
     let e = TestServer::try_start("[storage]\n[[storage.disks]]\npath = \"/tmp\"\nsize_mib = 16\n")
@@ -428,7 +546,10 @@ async fn bad_cache_setups_are_refused_naming_the_key_or_path() {
         .err()
         .unwrap();
     assert!(e.contains("upstream.origin"), "{e}");
-    let e = TestServer::try_start(&format!("[upstream]\norigin = \"{origin}\"\n")).await.err().unwrap();
+    let e = TestServer::try_start(&format!("[upstream]\norigin = \"{origin}\"\n"))
+        .await
+        .err()
+        .unwrap();
     assert!(e.contains("storage.disks"), "{e}");
     // An index directory that cannot be created.
     let toml3 = cache_toml(origin, dir.path(), 16, "").replace(
@@ -487,7 +608,8 @@ fn get_all(addr: SocketAddr, paths: &[String]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = Vec::new();
     for p in paths {
-        s.write_all(format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).unwrap();
+        s.write_all(format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
         let (status, body) = read_one(&mut s, &mut buf);
         assert_eq!(status, 200, "{p}");
         out.push(body);
@@ -560,7 +682,11 @@ async fn a_thousand_segments_survive_a_restart_without_touching_the_origin() {
     })
     .await
     .unwrap();
-    assert_eq!(origin.total_requests(), 0, "the restarted edge asked the origin");
+    assert_eq!(
+        origin.total_requests(),
+        0,
+        "the restarted edge asked the origin"
+    );
     for (b, s) in second.iter().zip(&sums) {
         assert_eq!(&sha256_hex(b), s);
     }
@@ -595,11 +721,18 @@ async fn thirty_kill_nines_mid_fill_never_leave_a_wrong_object() {
             // Every object it serves right after the restart must be whole.
             let bodies = get_all(edge.http, &ps);
             for (i, b) in bodies.iter().enumerate() {
-                assert_eq!(sha256_hex(b), sm[i], "round {round}: wrong bytes for {}", ps[i]);
+                assert_eq!(
+                    sha256_hex(b),
+                    sm[i],
+                    "round {round}: wrong bytes for {}",
+                    ps[i]
+                );
             }
             // Then fill in the background and kill at a random moment.
             let addr = edge.http;
-            let order: Vec<String> = (0..KEYS).map(|_| ps[(rand() % KEYS as u64) as usize].clone()).collect();
+            let order: Vec<String> = (0..KEYS)
+                .map(|_| ps[(rand() % KEYS as u64) as usize].clone())
+                .collect();
             let filler = std::thread::spawn(move || {
                 let _ = std::panic::catch_unwind(|| get_all(addr, &order));
             });
@@ -618,5 +751,8 @@ async fn thirty_kill_nines_mid_fill_never_leave_a_wrong_object() {
     served_from_cache.await.unwrap();
     // Origin requests stayed far below one per key per round: the cache survived.
     let total = origin.total_requests();
-    assert!(total < KEYS * 30, "{total} origin requests for {KEYS} keys over 30 rounds");
+    assert!(
+        total < KEYS * 30,
+        "{total} origin requests for {KEYS} keys over 30 rounds"
+    );
 }
