@@ -244,8 +244,11 @@ impl EdgeCache {
         self.join_from(key, None)
     }
 
-    /// The fill for `key`, fetched from `origin` (default: `[upstream]`).
-    pub fn join_from(self: &Arc<Self>, key: &str, origin: Option<&OriginUrl>) -> Arc<Fill> {
+    /// The fill for `key`: the one in progress, or a new one fetching `source`'s path
+    /// (default: `key`) from its origin (default: `[upstream]`). A signed stream's
+    /// segment is keyed without its token but fetched with it, so the origin checks
+    /// the token and every viewer shares one copy.
+    pub fn join_from(self: &Arc<Self>, key: &str, source: Option<(&OriginUrl, &str)>) -> Arc<Fill> {
         let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = fills.get(key) {
             self.metrics.coalesced.inc();
@@ -256,11 +259,14 @@ impl EdgeCache {
         drop(fills);
         let me = self.clone();
         let key: Box<str> = key.into();
-        let origin = origin.cloned().unwrap_or_else(|| self.origin.clone());
+        let (origin, path): (OriginUrl, Box<str>) = match source {
+            Some((o, p)) => (o.clone(), p.into()),
+            None => (self.origin.clone(), key.clone()),
+        };
         let f = fill.clone();
         tokio::spawn(async move {
             me.metrics.fills_running.inc();
-            me.run(&key, &origin, &f).await;
+            me.run(&key, &origin, &path, &f).await;
             me.metrics.fills_running.dec();
         });
         fill
@@ -274,9 +280,9 @@ impl EdgeCache {
     }
 
     /// Runs one fill to its end.
-    async fn run(self: &Arc<Self>, key: &str, origin: &OriginUrl, fill: &Arc<Fill>) {
+    async fn run(self: &Arc<Self>, key: &str, origin: &OriginUrl, path: &str, fill: &Arc<Fill>) {
         let _slot = self.slots.clone().acquire_owned().await;
-        let response = match self.open_with_retries(origin, key).await {
+        let response = match self.open_with_retries(origin, path).await {
             Ok(r) => r,
             Err(e) => {
                 let label = if matches!(e, FillError::Status(_)) {
@@ -390,13 +396,13 @@ impl EdgeCache {
     async fn open_with_retries(
         &self,
         origin: &OriginUrl,
-        key: &str,
+        rel: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>, FillError> {
         let s = &self.settings;
-        // The key is the normalised (decoded) path: encode it again for the wire.
+        // A normalised (decoded) path: encode it again for the wire.
         let path = format!(
             "/{}",
-            percent_encoding::utf8_percent_encode(key, PATH_ENCODE)
+            percent_encoding::utf8_percent_encode(rel, PATH_ENCODE)
         );
         let budget_end = tokio::time::Instant::now() + s.retry_budget;
         let mut backoff = Duration::from_millis(100);

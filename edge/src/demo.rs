@@ -1,5 +1,8 @@
-//! `edge demo`: the configuration for serving the bundled clip and player page on
-//! loopback, and the URLs to print.
+//! `edge demo`: an origin and an edge in one process, on loopback. The origin serves
+//! the bundled clip and player page as files and publishes the clip as generated
+//! streams; the edge fills its disk cache from the origin (a miss, a fill, then
+//! hits) and renders the same streams from the origin's descriptions. Also the URLs
+//! to print.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +63,100 @@ pub fn ensure_keys(state_dir: &Path) -> Result<(), crate::tls::TlsError> {
     crate::tls::write_secret_file(&path, format!("demo {hex}\n").as_bytes())
 }
 
+/// The origin's configuration: [`config`] with its TLS and admin listeners on
+/// ephemeral loopback ports, plain HTTP on `http_listen` (what the edge fills from),
+/// and its own state directory.
+pub fn origin_config(
+    http_listen: SocketAddr,
+    root: &Path,
+    state_dir: &Path,
+    epoch_secs: u64,
+) -> Result<Config, ConfigError> {
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let keys = keys_file(state_dir);
+    let mut c = config(
+        any,
+        Some(http_listen),
+        any,
+        root,
+        &state_dir.join("origin"),
+        epoch_secs,
+    )?;
+    // The origin signs with the demo's one key file.
+    c.manifests.keys_file = Some(keys);
+    Ok(c)
+}
+
+/// The edge's configuration: listeners as given, the cache (`cache_mib` in
+/// `state_dir/cache`) filling from `origin`, and every demo stream rendered from the
+/// origin's description.
+pub fn edge_config(
+    tls_listen: SocketAddr,
+    http_listen: Option<SocketAddr>,
+    admin_listen: SocketAddr,
+    origin: SocketAddr,
+    state_dir: &Path,
+    cache_mib: u64,
+) -> Result<Config, ConfigError> {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let cache = state_dir.join("cache");
+    let disk = cache.join("disk0");
+    std::fs::create_dir_all(&disk).map_err(|e| ConfigError::Invalid {
+        file: "<edge demo>".into(),
+        key: "storage.disks.path",
+        message: format!("{}: {e}", disk.display()),
+    })?;
+    let mut text = format!(
+        "[server]
+tls_listen = {}
+admin_listen = {}
+state_dir = {}
+shutdown_grace_secs = 2
+",
+        q(&tls_listen.to_string()),
+        q(&admin_listen.to_string()),
+        q(&state_dir.to_string_lossy()),
+    );
+    if let Some(h) = http_listen {
+        text.push_str(&format!(
+            "http_listen = {}
+",
+            q(&h.to_string())
+        ));
+    }
+    text.push_str(&format!(
+        "[content]
+root = {}
+[manifests]
+keys_file = {}
+",
+        q(&state_dir.join("www-unused").to_string_lossy()),
+        q(&keys_file(state_dir).to_string_lossy())
+    ));
+    text.push_str(&format!(
+        "[upstream]
+origin = \"http://{origin}\"
+[storage]
+index_dir = {}
+[[storage.disks]]
+path = {}
+size_mib = {cache_mib}
+",
+        q(&cache.join("index").to_string_lossy()),
+        q(&disk.to_string_lossy()),
+    ));
+    for (name, _, _, _) in STREAMS {
+        text.push_str(&format!(
+            "[[streams]]
+name = {}
+origin = \"http://{origin}\"
+",
+            q(name)
+        ));
+    }
+    Config::from_toml(&text, Path::new("<edge demo>"))
+}
+
 /// Builds the demo's validated configuration: the bundled site as files, and the
 /// clip published as generated VOD and simulated live streams. `epoch_secs` is when
 /// the live channels started (the demo uses an hour before start-up, so a full DVR
@@ -106,6 +203,7 @@ pub fn config(
 pub fn banner(
     tls: SocketAddr,
     admin: SocketAddr,
+    origin: SocketAddr,
     root: &Path,
     state_dir: &Path,
     signed_path: &str,
@@ -114,7 +212,12 @@ pub fn banner(
     let hls = |p: &str| format!("{base}/player.html?lib=hlsjs&src={p}");
     let dash = |p: &str| format!("{base}/player.html?lib=dashjs&src={p}");
     [
-        format!("edge demo: serving {}", root.display()),
+        format!("edge demo: an origin serving {} on http://{origin}", root.display()),
+        format!(
+            "  and an edge filling its cache ({}) from it: the first request of an object is a miss (X-Cache: MISS), later ones hit",
+            state_dir.join("cache").display()
+        ),
+        format!("  see it:           curl -sk -D- -o /dev/null {base}/content/hls_ts/master.m3u8   (twice)"),
         format!("  player page:      {base}/"),
         "  generated manifests (the clip ingested at start-up):".to_string(),
         format!("  VOD HLS (TS):     {}", hls("/streams/vod-ts/master.m3u8")),
@@ -128,7 +231,11 @@ pub fn banner(
         format!("  HLS (TS):         {}", hls("/content/hls_ts/master.m3u8")),
         format!("  DASH:             {}", dash("/content/dash/manifest.mpd")),
         format!(
-            "  metrics:          curl -H \"Authorization: Bearer $(cat {}/admin.token)\" http://{admin}/metrics",
+            "  metrics:          curl -H \"Authorization: Bearer $(cat {}/admin.token)\" http://{admin}/metrics | grep edge_cache",
+            state_dir.display()
+        ),
+        format!(
+            "  purge:            curl -X POST -H \"Authorization: Bearer $(cat {}/admin.token)\" 'http://{admin}/purge?prefix=/content/'",
             state_dir.display()
         ),
         "The certificate is self-signed (kept in the state directory): accept the browser's warning once, or use curl -k."
@@ -155,5 +262,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.content_root, bundled_root());
         assert_eq!(c.streams.len(), STREAMS.len());
+        let dir = std::env::temp_dir().join(format!("edge-demo-test-{}", std::process::id()));
+        let e = edge_config(
+            "127.0.0.1:8443".parse().unwrap(),
+            None,
+            "127.0.0.1:9090".parse().unwrap(),
+            "127.0.0.1:8081".parse().unwrap(),
+            &dir,
+            256,
+        )
+        .unwrap();
+        assert!(e.cache.is_some());
+        assert_eq!(e.streams.len(), STREAMS.len());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

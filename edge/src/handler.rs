@@ -677,6 +677,9 @@ fn cached_response(
     byte_budget: u64,
 ) -> Plan {
     let key = scratch.rel.as_str();
+    // An edge-mode segment is fetched by the path the client asked for (its
+    // signing token included), kept in `scratch.key`.
+    let from = from.map(|o| (o, scratch.key.as_str()));
     let hit = match cache.store.lookup(key) {
         storage::Lookup::Hit(h) => h,
         storage::Lookup::Miss | storage::Lookup::Stale => {

@@ -55,7 +55,8 @@ enum Command {
         #[arg(long, default_value = "master.m3u8")]
         path: String,
     },
-    /// Serve the bundled demo clip (HLS TS, HLS fMP4, DASH) and player on loopback.
+    /// Serve the bundled demo clip (HLS TS, HLS fMP4, DASH) and player on loopback:
+    /// an origin, and an edge filling its cache from it.
     Demo {
         /// TLS listen address.
         #[arg(long, default_value = "127.0.0.1:8443")]
@@ -69,11 +70,27 @@ enum Command {
         /// Directory to serve instead of the bundled one.
         #[arg(long)]
         root: Option<PathBuf>,
-        /// Where the generated certificate and admin token are kept
+        /// Where the generated certificate, admin token and the edge's cache are kept
         /// [default: $XDG_STATE_HOME/edge-demo or ~/.local/state/edge-demo].
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// The origin's plain-HTTP address (the edge fills from it); port 0 picks one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        origin_listen: SocketAddr,
+        /// Size of the edge's cache container, MiB.
+        #[arg(long, default_value_t = 256)]
+        cache_mib: u64,
     },
+}
+
+/// What `edge demo` was asked for beyond the origin's configuration.
+struct Demo {
+    root: PathBuf,
+    state_dir: PathBuf,
+    tls: SocketAddr,
+    http: Option<SocketAddr>,
+    admin: SocketAddr,
+    cache_mib: u64,
 }
 
 fn main() -> ExitCode {
@@ -121,7 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}: configuration OK", config.display());
                 return Ok(());
             }
-            (c, false)
+            (c, None)
         }
         Command::Ingest { dir, name, out } => {
             let name = name.unwrap_or_else(|| {
@@ -170,14 +187,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             admin_listen,
             root,
             state_dir,
+            origin_listen,
+            cache_mib,
         } => {
             let root = root.unwrap_or_else(edge::demo::bundled_root);
             let state_dir = state_dir.unwrap_or_else(edge::demo::default_state_dir);
             edge::demo::ensure_keys(&state_dir)?;
             let epoch = (edge::streams::now_ms() / 1000).saturating_sub(3600) / 60 * 60;
+            let origin = edge::demo::origin_config(origin_listen, &root, &state_dir, epoch)?;
             (
-                edge::demo::config(listen, http_listen, admin_listen, &root, &state_dir, epoch)?,
-                true,
+                origin,
+                Some(Demo {
+                    root,
+                    state_dir,
+                    tls: listen,
+                    http: http_listen,
+                    admin: admin_listen,
+                    cache_mib,
+                }),
             )
         }
     };
@@ -202,13 +229,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        let root = config.content_root.clone();
-        let state_dir = config.state_dir.clone();
-        let running = edge::server::start(config, shutdown.clone()).await?;
+        let Some(demo) = demo else {
+            let running = edge::server::start(config, shutdown.clone()).await?;
+            running.spawn_workers(threads - 1)?;
+            tracing::info!(threads, "serving");
+            println!("{}", running.listening_line());
+            tokio::spawn(wait_for_signals(shutdown));
+            running.wait().await;
+            tracing::info!("stopped");
+            return Ok(());
+        };
+        // The demo: the origin first (on this thread only), then the edge in front.
+        let origin = edge::server::start(config, shutdown.clone()).await?;
+        let origin_http = origin
+            .http_addr
+            .context("the demo origin has no HTTP listener")?;
+        let edge_config = edge::demo::edge_config(
+            demo.tls,
+            demo.http,
+            demo.admin,
+            origin_http,
+            &demo.state_dir,
+            demo.cache_mib,
+        )?;
+        let running = edge::server::start(edge_config, shutdown.clone()).await?;
         running.spawn_workers(threads - 1)?;
         tracing::info!(threads, "serving");
         println!("{}", running.listening_line());
-        if demo {
+        let (root, state_dir) = (demo.root, demo.state_dir);
+        {
             let keys = std::fs::read_to_string(edge::demo::keys_file(&state_dir))?;
             let keys = manifest::token::SigningKeys::parse(&keys)?;
             // A day's validity: the page can be reloaded all session.
@@ -220,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 edge::demo::banner(
                     running.tls_addr,
                     running.admin_addr,
+                    origin_http,
                     &root,
                     &state_dir,
                     &signed
@@ -228,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         tokio::spawn(wait_for_signals(shutdown));
         running.wait().await;
+        origin.wait().await;
         tracing::info!("stopped");
         Ok(())
     })

@@ -210,7 +210,15 @@ struct ServerCtx {
 /// Must be called inside a multi-threaded tokio runtime. Cancelling `shutdown`
 /// begins the drain; [`Running::wait`] completes it.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let site = Site::open(&config.content_root, config.symlinks, config.cors.clone())
+    // In edge mode every path outside /streams/ comes from the cache: the content
+    // root is not used, and need not exist.
+    let root = if config.cache.is_some() && !config.content_root.exists() {
+        tls::ensure_private_dir(&config.state_dir)?;
+        config.state_dir.clone()
+    } else {
+        config.content_root.clone()
+    };
+    let site = Site::open(&root, config.symlinks, config.cors.clone())
         .map_err(|e| content_root_err(&config, &e.to_string()))?;
     if !config.admin_listen.ip().is_loopback() {
         tracing::warn!(

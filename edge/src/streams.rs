@@ -384,7 +384,16 @@ impl Catalog {
         let Source::Origin(origin) = &entry.source else {
             return;
         };
-        let path = format!("/streams/{name}/stream.json");
+        // With a key file (a fleet shares one), the edge signs its own request, so
+        // the origin serves a signed stream's description to its edges only.
+        let path = match &self.keys {
+            Some(k) => {
+                let expires = now_ms() / 1000 + 300;
+                let token = k.sign(&format!("/streams/{name}/"), expires);
+                format!("/s/{token}/streams/{name}/stream.json")
+            }
+            None => format!("/streams/{name}/stream.json"),
+        };
         let result = upstream::get(
             origin,
             &path,
