@@ -31,6 +31,17 @@
 #   -m MEM        guest memory (default 1G; /tmp is a tmpfs limited to 75%
 #                 of it, i.e. ~750 MiB free at the default)
 #   -c CPUS       guest vCPUs (default 2)
+#   -d FILE[:OPTS]
+#                 attach FILE (a raw image the caller made, e.g. truncate -s
+#                 512M) as a virtio-blk disk; repeatable: /dev/vda, /dev/vdb,
+#                 ... in order.  OPTS (comma-separated) are appended to its
+#                 QEMU -drive, e.g. throttling.iops-total=150,throttling.bps-total=157286400
+#                 (an HDD); they may replace the defaults cache=none (O_DIRECT
+#                 on the host; cache=writeback if FILE's filesystem refuses
+#                 O_DIRECT) and aio=threads.  The guest loads virtio_blk,
+#                 dm_mod and ext4 and waits for the nodes (serial edge-diskN
+#                 in /sys/block/vdX/serial); tools (mkfs.ext4, dmsetup) come
+#                 from the host with -u: see tests/vm/disk-lib.sh
 #   -k PKG        Debian kernel package (default: what linux-image-amd64
 #                 currently depends on, e.g. linux-image-6.1.0-56-amd64)
 #   -v            verbose: show kernel boot messages
@@ -57,7 +68,7 @@ set -euo pipefail
 VM_HOME=${EDGE_VM_HOME:-$HOME/.cache/edge-vm}
 CACHE=$VM_HOME/cache
 RW=off HOSTUSR=0 TIMEOUT=300 MEM=1G CPUS=2 KPKG='' VERBOSE=0 ACCEL=auto REBUILD=0
-FWDS=()
+FWDS=() DISKS=()
 
 die() { echo "run-in-vm: $*" >&2; exit 125; }
 log() { echo "run-in-vm: $*" >&2; }
@@ -79,6 +90,7 @@ while [ $# -gt 0 ]; do
     -t) [[ ${2:-} =~ ^[0-9]+$ ]] || die "-t wants SECONDS"; TIMEOUT=$2; shift 2 ;;
     -m) [ -n "${2:-}" ] || die "-m wants MEM"; MEM=$2; shift 2 ;;
     -c) [[ ${2:-} =~ ^[0-9]+$ ]] || die "-c wants CPUS"; CPUS=$2; shift 2 ;;
+    -d) [ -n "${2:-}" ] || die "-d wants FILE[:OPTS]"; DISKS+=("$2"); shift 2 ;;
     -k) [ -n "${2:-}" ] || die "-k wants PKG"; KPKG=$2; shift 2 ;;
     -v) VERBOSE=1; shift ;;
     --tcg) ACCEL=tcg; shift ;;
@@ -95,6 +107,29 @@ HOSTDIR=$(realpath -e -- "$1") || die "no such directory: $1"
 [ -d "$HOSTDIR" ] || die "not a directory: $HOSTDIR"
 shift
 CMD="$*"
+
+# -d FILE[:OPTS]: the part after the last ':' is OPTS if it holds a '='
+DRIVES=() n=0
+for d in "${DISKS[@]}"; do
+    dfile=$d dopts=
+    if [[ $d == *:* ]] && [[ ${d##*:} == *=* ]]; then dfile=${d%:*} dopts=${d##*:}; fi
+    [ -f "$dfile" ] || [ -b "$dfile" ] || die "-d: not a file or block device: $dfile"
+    dfile=$(realpath -- "$dfile")
+    ddef=format=raw
+    if [[ ,$dopts, != *,cache=* ]]; then
+        # cache=none opens FILE with O_DIRECT, which e.g. tmpfs (< 6.6) refuses
+        if dd if="$dfile" of=/dev/null bs=4096 count=1 iflag=direct status=none 2>/dev/null; then
+            ddef+=,cache=none
+        else
+            ddef+=,cache=writeback; log "-d $dfile: no O_DIRECT there, using cache=writeback"
+        fi
+    fi
+    [[ ,$dopts, == *,aio=* ]] || ddef+=,aio=threads
+    # shellcheck disable=SC2054  # commas are qemu option syntax
+    DRIVES+=(-drive "file=${dfile//,/,,},if=none,id=disk$n,$ddef${dopts:+,$dopts}"
+             -device "virtio-blk-pci,drive=disk$n,serial=edge-disk$n")
+    n=$((n + 1))
+done
 
 # ---------------------------------------------------------------- tools
 need_pkgs=()
@@ -160,7 +195,11 @@ build_cache() {
     # Modules: virtio + 9p + net + tls, and every crypto module so that the
     # kernel can autoload any kTLS cipher backend (gcm, ccm, chacha20poly1305,
     # aesni/ghash/chacha/poly1305 x86 implementations, ...).
-    local want=(virtio_pci virtio_net virtio_console virtio-rng 9pnet_virtio 9p tls)
+    # Disks (-d): virtio_blk, ext4 (pulls jbd2, mbcache, crc16; crc32c is a
+    # crypto module, below), device-mapper with the linear/error targets
+    # (built into dm_mod) and flakey/delay for later fault tests.
+    local want=(virtio_pci virtio_net virtio_console virtio-rng 9pnet_virtio 9p tls
+                virtio_blk ext4 dm_mod dm-flakey dm-delay)
     local f
     for f in "$src"/kernel/crypto/*.ko "$src"/kernel/arch/x86/crypto/*.ko; do
         want+=("$(basename "$f" .ko)")
@@ -217,6 +256,17 @@ $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none ctl /ctl
 . /ctl/env
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,$WORK_RO work /hostdir ||
     fail "cannot mount work share"
+if [ "${NDISKS:-0}" -gt 0 ]; then
+    # -d disks: devtmpfs makes /dev/vdX, /dev/dm-N and /dev/mapper/control;
+    # there is no udev (disk-lib.sh runs dmsetup with DM_DISABLE_UDEV=1)
+    for m in virtio_blk dm_mod ext4; do
+        $B modprobe -q $m || echo "[vm] warning: modprobe $m failed" >/dev/console
+    done
+    i=0; while [ "$($B ls /dev | $B grep -c '^vd[a-z]$')" -lt "$NDISKS" ] && [ $i -lt 250 ]; do
+        $B usleep 20000; i=$((i+1))
+    done
+    [ $i -lt 250 ] || echo "[vm] warning: not all $NDISKS disks appeared" >/dev/console
+fi
 if [ "$HOSTUSR" = 1 ]; then
     $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro hostusr /usr ||
         fail "cannot mount host /usr"
@@ -321,7 +371,7 @@ cleanup() { [ -n "$QPID" ] && kill "$QPID" 2>/dev/null; rm -rf "$CTL"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 printf '%s\n' "$CMD" > "$CTL/cmd"
-{ [ $RW = on ] && echo "WORK_RO=rw" || echo "WORK_RO=ro"; echo "HOSTUSR=$HOSTUSR"; } > "$CTL/env"
+{ [ $RW = on ] && echo "WORK_RO=rw" || echo "WORK_RO=ro"; echo "HOSTUSR=$HOSTUSR"; echo "NDISKS=${#DISKS[@]}"; } > "$CTL/env"
 
 hostfwd=
 for f in "${FWDS[@]}"; do hostfwd+=",hostfwd=tcp:127.0.0.1:${f%%:*}-:${f##*:}"; done
@@ -343,6 +393,7 @@ qemu=(qemu-system-x86_64 -nodefaults -no-user-config -display none
     -device virtio-9p-pci,fsdev=ctl,mount_tag=ctl
     -fsdev "local,id=work,path=${HOSTDIR//,/,,},security_model=none$RO_OPT"
     -device virtio-9p-pci,fsdev=work,mount_tag=work)
+qemu+=("${DRIVES[@]}")
 if [ $HOSTUSR = 1 ]; then
     # shellcheck disable=SC2054
     qemu+=(-fsdev local,id=hostusr,path=/usr,security_model=none,readonly=on
@@ -370,6 +421,7 @@ if [ -s "$CTL/rc" ]; then
     log "exit code: $rc (accel=$ACCEL, vm wall time $((SECONDS - T0))s)"
     exit "$rc"
 fi
+[ -s "$CTL/console.log" ] || die "qemu did not start (its message is above)"
 log "VM ended without a result (kernel panic or boot failure?); last console lines:"
 tail -n 25 "$CTL/console.log" >&2
 exit 125
