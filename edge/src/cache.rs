@@ -49,17 +49,105 @@ pub struct FillHead {
 #[derive(Debug, Default)]
 struct FillState {
     head: Option<Result<FillHead, FillError>>,
-    chunks: Vec<Bytes>,
+    chunks: std::collections::VecDeque<Bytes>,
+    /// Body offset of the first chunk kept (a pass-through fill drops what every
+    /// reader has sent).
+    base: u64,
     received: u64,
     /// `Some(true)`: all bytes arrived; `Some(false)`: the fill broke.
     end: Option<bool>,
+    /// Each registered reader's next position (`None`: slot free).
+    readers: Vec<Option<u64>>,
 }
+
+impl FillState {
+    /// The lowest position a reader still needs (`None` without readers).
+    fn lowest_reader(&self) -> Option<u64> {
+        self.readers.iter().flatten().copied().min()
+    }
+
+    /// Drops whole chunks below `pos`.
+    fn drop_below(&mut self, pos: u64) {
+        while let Some(c) = self.chunks.front() {
+            if self.base + c.len() as u64 > pos {
+                break;
+            }
+            self.base += c.len() as u64;
+            self.chunks.pop_front();
+        }
+    }
+}
+
+/// How many bytes a pass-through fill may hold ahead of its slowest reader before
+/// it stops reading from the origin.
+const PASS_THROUGH_WINDOW: u64 = 8 << 20;
 
 /// One origin fetch, shared by every client that asked for its key meanwhile.
 #[derive(Debug)]
 pub struct Fill {
     state: Mutex<FillState>,
     changed: watch::Sender<u64>,
+}
+
+/// A client's place in a fill: registered when the client joins, so a pass-through
+/// fill keeps only what some reader still needs.
+#[derive(Debug)]
+pub struct FillReader {
+    fill: Arc<Fill>,
+    slot: usize,
+}
+
+impl FillReader {
+    /// The fill.
+    pub fn fill(&self) -> &Fill {
+        &self.fill
+    }
+
+    /// Waits until bytes at `pos` have arrived and returns them (at most to the end
+    /// of the chunk that holds `pos`); everything before `pos` counts as sent.
+    pub async fn read_at(&self, pos: u64) -> Chunk {
+        let fill = &self.fill;
+        let mut rx = fill.changed.subscribe();
+        loop {
+            {
+                let mut st = fill.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(r) = st.readers.get_mut(self.slot) {
+                    *r = Some(pos);
+                }
+                if pos < st.received && pos >= st.base {
+                    let mut start = st.base;
+                    for c in &st.chunks {
+                        let end = start + c.len() as u64;
+                        if pos < end {
+                            let data = c.slice((pos - start) as usize..);
+                            drop(st);
+                            // The producer may be waiting for readers to move on.
+                            fill.changed.send_modify(|v| *v += 1);
+                            return Chunk::Data(data);
+                        }
+                        start = end;
+                    }
+                }
+                if st.end.is_some() || pos < st.base {
+                    return Chunk::Failed;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Chunk::Failed;
+            }
+        }
+    }
+}
+
+impl Drop for FillReader {
+    fn drop(&mut self) {
+        let mut st = self.fill.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = st.readers.get_mut(self.slot) {
+            *r = None;
+        }
+        drop(st);
+        self.fill.changed.send_modify(|v| *v += 1);
+    }
 }
 
 /// What a reader gets next from a fill.
@@ -103,30 +191,22 @@ impl Fill {
         }
     }
 
-    /// Waits until bytes at `pos` have arrived and returns them (at most to the end
-    /// of the chunk that holds `pos`).
-    pub async fn read_at(&self, pos: u64) -> Chunk {
-        let mut rx = self.changed.subscribe();
-        loop {
-            {
-                let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                if pos < st.received {
-                    let mut start = 0u64;
-                    for c in &st.chunks {
-                        let end = start + c.len() as u64;
-                        if pos < end {
-                            return Chunk::Data(c.slice((pos - start) as usize..));
-                        }
-                        start = end;
-                    }
-                }
-                if st.end.is_some() {
-                    return Chunk::Failed;
-                }
+    /// Registers a reader at position 0.
+    pub fn reader(self: &Arc<Self>) -> FillReader {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match st.readers.iter().position(Option::is_none) {
+            Some(i) => {
+                st.readers[i] = Some(0);
+                i
             }
-            if rx.changed().await.is_err() {
-                return Chunk::Failed;
+            None => {
+                st.readers.push(Some(0));
+                st.readers.len() - 1
             }
+        };
+        FillReader {
+            fill: self.clone(),
+            slot,
         }
     }
 }
@@ -330,7 +410,33 @@ impl EdgeCache {
         });
         let mut body = response.into_body();
         let idle = self.settings.body_idle_timeout;
+        let mut changed = fill.changed.subscribe();
         let complete = loop {
+            if !stored {
+                // Pass-through: keep only what a reader still needs, and stop
+                // reading from the origin while the slowest reader is a window
+                // behind (or every reader has gone).
+                let wait = {
+                    let mut st = fill.state.lock().unwrap_or_else(|e| e.into_inner());
+                    match st.lowest_reader() {
+                        None => Some(true),
+                        Some(low) => {
+                            st.drop_below(low);
+                            (st.received - st.base > PASS_THROUGH_WINDOW).then_some(false)
+                        }
+                    }
+                };
+                match wait {
+                    Some(true) => break false,
+                    Some(false) => {
+                        if tokio::time::timeout(idle, changed.changed()).await.is_err() {
+                            break false;
+                        }
+                        continue;
+                    }
+                    None => {}
+                }
+            }
             match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) | Ok(Some(Err(_))) => break false,
                 Ok(None) => break true,
@@ -340,7 +446,7 @@ impl EdgeCache {
                             let n = data.len() as u64;
                             fill.update(|st| {
                                 st.received += n;
-                                st.chunks.push(data);
+                                st.chunks.push_back(data);
                             });
                         }
                     }
@@ -349,7 +455,12 @@ impl EdgeCache {
         };
         let (complete, chunks) = {
             let st = fill.state.lock().unwrap_or_else(|e| e.into_inner());
-            (complete && st.received == len, st.chunks.clone())
+            let chunks: Vec<Bytes> = if stored {
+                st.chunks.iter().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            (complete && st.received == len, chunks)
         };
         fill.update(|st| st.end = Some(complete));
         if !complete {

@@ -259,7 +259,7 @@ pub async fn serve<T: Transport>(
         if let Some(fill) = plan.fill.take() {
             // A cache miss: wait for the origin's head (the fill's deadlines bound
             // this), then answer from the fill as its bytes land.
-            let fill_head = fill.head().await;
+            let fill_head = fill.fill().head().await;
             plan = handler::fill_response(
                 &head,
                 &buf[..filled],
@@ -405,7 +405,7 @@ async fn send<T: Transport>(
 /// body, never wrong bytes).
 async fn send_fill<T: Transport>(
     t: &mut T,
-    fill: &crate::cache::Fill,
+    fill: &crate::cache::FillReader,
     offset: u64,
     len: u64,
 ) -> std::io::Result<()> {

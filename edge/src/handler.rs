@@ -137,8 +137,8 @@ pub enum Body {
     },
     /// Bytes of an origin fill in progress, sent as they land.
     Fill {
-        /// The fill.
-        fill: Arc<crate::cache::Fill>,
+        /// This client's place in the fill.
+        fill: crate::cache::FillReader,
         /// First byte to send.
         offset: u64,
         /// Bytes to send.
@@ -178,7 +178,7 @@ pub struct Plan {
     pub hold_until_ms: Option<u64>,
     /// Nothing was written: wait for this fill's head, then answer with
     /// [`fill_response`] (a cache miss in edge mode).
-    pub fill: Option<Arc<crate::cache::Fill>>,
+    pub fill: Option<crate::cache::FillReader>,
 }
 
 impl Plan {
@@ -683,7 +683,7 @@ fn cached_response(
     let hit = match cache.store.lookup(key) {
         storage::Lookup::Hit(h) => h,
         storage::Lookup::Miss | storage::Lookup::Stale => {
-            let fill = cache.join_from(key, from);
+            let fill = cache.join_from(key, from).reader();
             let mut plan = Plan::new(0, Body::None, false);
             plan.fill = Some(fill);
             return plan;
@@ -762,7 +762,7 @@ pub fn fill_response(
     raw: &[u8],
     site: &Site,
     scratch: &mut Scratch,
-    fill: Arc<crate::cache::Fill>,
+    fill: crate::cache::FillReader,
     head: Result<crate::cache::FillHead, crate::cache::FillError>,
     keep_alive: bool,
     byte_budget: u64,

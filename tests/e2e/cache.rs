@@ -497,6 +497,22 @@ async fn oversized_objects_pass_through_and_cache_control_is_honoured() {
             "no-store: never cached"
         );
     }
+    // A pass-through object is not held in memory: with the client not reading,
+    // the edge stops reading from the origin about a window (8 MiB) past it.
+    let huge = pattern(48 << 20, 4);
+    origin.put("/p/huge.mp4", huge.clone());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /p/huge.mp4 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent = origin.body_bytes_sent("/p/huge.mp4");
+    assert!(sent < 32 << 20, "the origin sent {sent} bytes to an edge whose client reads nothing");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let h = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(sha256_hex(&raw[h..]), sha256_hex(&huge));
+
     let r = fetch(addr, "/p/short.ts", "").await.unwrap();
     assert_eq!(r.header("cache-control"), Some("public, max-age=1"));
     tokio::time::sleep(Duration::from_millis(300)).await;
