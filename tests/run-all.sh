@@ -64,7 +64,7 @@ fuzz_targets() {
     # Only the stable toolchain exists here; cargo-fuzz needs -Zsanitizer.
     local -x RUSTC_BOOTSTRAP=1
     (cd fuzz && cargo fuzz build -O) || return 1
-    for t in request_head request_path range_header manifest_query media_probe; do
+    for t in request_head request_path range_header manifest_query media_probe cache_records; do
         mkdir -p "fuzz/corpus/$t"
         if (cd fuzz && cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
                 -max_total_time="${FUZZ_SECONDS:-20}" -max_len=4096) > "fuzz/$t.log" 2>&1; then

@@ -33,7 +33,12 @@ use lru::LruCache;
 
 pub use index::{Entry, Meta};
 pub use pool::IoPool;
-pub use ring::{Pin, MIN_CONTAINER_BYTES};
+pub use ring::{parse_object_header, ObjectHeader, Pin, MIN_CONTAINER_BYTES};
+
+/// Decodes an index value (for fuzzing the decoder; `None` for anything invalid).
+pub fn decode_entry(bytes: &[u8]) -> Option<Entry> {
+    index::decode(bytes)
+}
 
 use ring::{lock, Disk, WriteJob};
 
@@ -1007,5 +1012,20 @@ mod stress {
         stop.store(true, Ordering::Relaxed);
         let checked: u32 = readers.into_iter().map(|r| r.join().unwrap()).sum();
         assert!(checked > 20, "{checked}");
+    }
+}
+
+#[cfg(test)]
+mod seeds {
+    /// The fuzz seeds are real records (so the fuzzer starts past the CRC check).
+    #[test]
+    fn fuzz_seeds_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/cache_records");
+        let h = std::fs::read(dir.join("header.bin")).unwrap();
+        let o = super::parse_object_header(&h).unwrap();
+        assert_eq!(o.key, "streams/live/0/12.m4s");
+        assert_eq!(o.meta.etag.as_deref(), Some("\"abc\""));
+        let e = super::decode_entry(&std::fs::read(dir.join("entry.bin")).unwrap()).unwrap();
+        assert_eq!((e.container, e.len), (7, 123456));
     }
 }

@@ -546,26 +546,62 @@ fn commit(
     }
 }
 
+/// An object header as read back from a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHeader {
+    /// The key.
+    pub key: String,
+    /// Response metadata.
+    pub meta: Meta,
+    /// Body length.
+    pub len: u64,
+    /// CRC-32 of the body.
+    pub checksum: u32,
+    /// Where it was written.
+    pub logical: u64,
+    /// Header bytes (the body follows).
+    pub header_len: u32,
+}
+
+/// Parses an object header (bytes read from a container at an object's start):
+/// `None` unless the magic, the lengths and the header CRC all check out.
+pub fn parse_object_header(h: &[u8]) -> Option<ObjectHeader> {
+    if h.len() < 42 || &h[..8] != OBJECT_MAGIC {
+        return None;
+    }
+    let u32_at = |i: usize| Some(u32::from_le_bytes(h.get(i..i + 4)?.try_into().ok()?));
+    let u64_at = |i: usize| Some(u64::from_le_bytes(h.get(i..i + 8)?.try_into().ok()?));
+    let header_len = u32_at(8)?;
+    let key_len = u16::from_le_bytes([h[12], h[13]]) as usize;
+    let meta_len = u32_at(14)? as usize;
+    let len = u64_at(18)?;
+    let checksum = u32_at(26)?;
+    let logical = u64_at(30)?;
+    let end = 38usize.checked_add(meta_len)?.checked_add(key_len)?;
+    if end.checked_add(4)? > h.len() || end + 4 > header_len as usize {
+        return None;
+    }
+    if crc32fast::hash(&h[..end]) != u32_at(end)? {
+        return None;
+    }
+    Some(ObjectHeader {
+        meta: index::decode(&h[38..38 + meta_len])?,
+        key: String::from_utf8(h[38 + meta_len..end].to_vec()).ok()?,
+        len,
+        checksum,
+        logical,
+        header_len,
+    })
+}
+
 /// Reads and checks the header of the object at `e` (used by `verify`).
 pub(crate) fn read_header_key(disk: &Disk, e: &Entry) -> std::io::Result<Option<String>> {
     let mut h = vec![0u8; e.header_len as usize];
     disk.file
         .read_exact_at(&mut h, SUPERBLOCK + e.logical % disk.ring_len)?;
-    if &h[..8] != OBJECT_MAGIC {
-        return Ok(None);
-    }
-    let key_len = u16::from_le_bytes([h[12], h[13]]) as usize;
-    let meta_len = u32::from_le_bytes(h[14..18].try_into().unwrap_or_default()) as usize;
-    let logical = u64::from_le_bytes(h[30..38].try_into().unwrap_or_default());
-    let end = 38 + meta_len + key_len;
-    if logical != e.logical || end + 4 > h.len() {
-        return Ok(None);
-    }
-    let crc = u32::from_le_bytes(h[end..end + 4].try_into().unwrap_or_default());
-    if crc32fast::hash(&h[..end]) != crc {
-        return Ok(None);
-    }
-    Ok(String::from_utf8(h[38 + meta_len..end].to_vec()).ok())
+    Ok(parse_object_header(&h)
+        .filter(|o| o.logical == e.logical && o.len == e.len)
+        .map(|o| o.key))
 }
 
 #[cfg(test)]
@@ -585,6 +621,33 @@ mod tests {
                 footprint("/a/b.m4s", &meta, len),
                 align_up(h.len() as u64 + len, OBJECT_ALIGN)
             );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn headers_round_trip(key in "[ -~]{0,200}", ct in "[ -~]{0,40}", len in 0u64..1 << 40, crc: u32, logical: u64) {
+            let meta = Meta { content_type: ct, ..Meta::default() };
+            let h = encode_header(&key, &meta, len, crc, logical);
+            let o = parse_object_header(&h).unwrap();
+            proptest::prop_assert_eq!((o.key, o.meta, o.len, o.checksum, o.logical, o.header_len as usize),
+                (key, meta, len, crc, logical, h.len()));
+        }
+
+        #[test]
+        fn garbage_is_never_a_header(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            // Random bytes practically never carry the magic and a valid CRC.
+            let _ = parse_object_header(&bytes);
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_is_refused() {
+        let h = encode_header("/k", &Meta::default(), 5, 1, 2);
+        for i in 0..60 {
+            let mut x = h.clone();
+            x[i] ^= 0x10;
+            assert_eq!(parse_object_header(&x), None, "bit flip at {i}");
         }
     }
 
