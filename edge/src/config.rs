@@ -1205,6 +1205,78 @@ mod tests {
     }
 
     #[test]
+    fn the_example_cache_section_is_valid_when_uncommented() {
+        let text = include_str!("../../edge.example.toml");
+        let start = text.find("# [upstream]").unwrap();
+        let section: String = text[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#') && !l.starts_with(' ') && !l.is_empty())
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let section = section.replace("https://", "http://");
+        let c = load(&section).unwrap_or_else(|e| panic!("{e}\n{section}"));
+        let cache = c.cache.unwrap();
+        assert_eq!(cache.storage.disks.len(), 2);
+        assert_eq!(cache.upstream.max_object_bytes, 64 << 20);
+        assert_eq!(cache.upstream.retry_budget, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn cache_settings_name_their_key() {
+        let base = "[upstream]\norigin = \"http://o:1\"\n[storage]\n[[storage.disks]]\npath = \"/d\"\nsize_mib = 64\n";
+        let c = load(base).unwrap().cache.unwrap();
+        // Default max object: an eighth of the 64 MiB disk.
+        assert_eq!(c.upstream.max_object_bytes, 8 << 20);
+        assert_eq!(
+            c.storage.index_dir,
+            PathBuf::from("/var/lib/edge/cache-index")
+        );
+        let err = |t: &str| load(t).unwrap_err().to_string();
+        for (text, key) in [
+            (base.replace("http://o:1", "ftp://o"), "upstream.origin"),
+            (base.replace("http://o:1", "https://o"), "upstream.ca_file"),
+            (
+                base.replace("size_mib = 64", "size_mib = 8"),
+                "storage.disks.size_mib",
+            ),
+            (format!("{base}[upstream.x]\n"), "x"),
+            (
+                base.replace("[upstream]\n", "[upstream]\nmax_attempts = 0\n"),
+                "upstream.max_attempts",
+            ),
+            (
+                base.replace(
+                    "[upstream]\n",
+                    "[upstream]\nmax_object_bytes = 9999999999\n",
+                ),
+                "upstream.max_object_bytes",
+            ),
+            (
+                base.replace("[upstream]\n", "[upstream]\nheader_timeout_ms = 1\n"),
+                "upstream.header_timeout_ms",
+            ),
+            (
+                base.replace("[storage]\n", "[storage]\nio_threads_per_disk = 0\n"),
+                "storage.io_threads_per_disk",
+            ),
+            (
+                format!("{base}[[storage.disks]]\npath = \"/d\"\nsize_mib = 64\n"),
+                "storage.disks.path",
+            ),
+            (
+                "[upstream]\norigin = \"http://o\"\n".to_string(),
+                "storage.disks",
+            ),
+            ("[storage]\n".to_string(), "upstream.origin"),
+        ] {
+            let e = err(&text);
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_the_file_and_key() {
         let e = load("[limits]\nmax_head_byte = 10\n")
             .unwrap_err()

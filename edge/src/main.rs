@@ -127,6 +127,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         },
                     )?;
                 }
+                if let Some(cache) = &c.cache {
+                    // What opening the cache would refuse, without creating anything.
+                    for (i, d) in cache.storage.disks.iter().enumerate() {
+                        if !d.path.is_dir() {
+                            anyhow::bail!(
+                                "{}: storage.disks[{i}].path `{}` is not an existing directory",
+                                config.display(),
+                                d.path.display()
+                            );
+                        }
+                    }
+                }
                 let catalog = edge::streams::Catalog::build(&c)?;
                 if !catalog.is_empty() {
                     println!(

@@ -328,6 +328,56 @@ crypto_info!(
     libc::tls12_crypto_info_chacha20_poly1305
 );
 
+/// Pages checked per `mincore(2)` call in [`resident`]: 16 MiB of 4 KiB pages.
+const RESIDENCY_WINDOW_PAGES: usize = 4096;
+
+/// Whether every page of `len` bytes of `fd` from `offset` is in the page cache, so
+/// that `sendfile` or `pread` of them will not wait for the disk. Maps the range
+/// (`mmap`, no access, nothing is faulted in), asks `mincore(2)`, unmaps; per 16 MiB
+/// window: three syscalls and no allocation.
+pub fn resident(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<bool> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let mut start = offset / page * page;
+    let end = offset.saturating_add(len);
+    let mut vec = [0u8; RESIDENCY_WINDOW_PAGES];
+    while start < end {
+        let window = (end - start).min(RESIDENCY_WINDOW_PAGES as u64 * page);
+        let off = libc::off_t::try_from(start)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a fresh shared read-only mapping chosen by the kernel (addr NULL);
+        // nothing else refers to it, and it is unmapped below on every path.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                window as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                off,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `addr` is the page-aligned start of our `window`-byte mapping and
+        // `vec` has room for one byte per page of it (window <= WINDOW_PAGES pages).
+        let ret = unsafe { libc::mincore(addr, window as usize, vec.as_mut_ptr()) };
+        let err = io::Error::last_os_error();
+        // SAFETY: unmaps exactly the mapping made above; nothing borrowed it.
+        unsafe { libc::munmap(addr, window as usize) };
+        if ret != 0 {
+            return Err(err);
+        }
+        let pages = window.div_ceil(page) as usize;
+        if vec[..pages].iter().any(|v| v & 1 == 0) {
+            return Ok(false);
+        }
+        start += window;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,54 +448,31 @@ mod tests {
         );
         assert_eq!(&buf[..5], b"hello");
     }
-}
 
-/// Pages checked per `mincore(2)` call in [`resident`]: 16 MiB of 4 KiB pages.
-const RESIDENCY_WINDOW_PAGES: usize = 4096;
-
-/// Whether every page of `len` bytes of `fd` from `offset` is in the page cache, so
-/// that `sendfile` or `pread` of them will not wait for the disk. Maps the range
-/// (`mmap`, no access, nothing is faulted in), asks `mincore(2)`, unmaps; per 16 MiB
-/// window: three syscalls and no allocation.
-pub fn resident(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<bool> {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    let mut start = offset / page * page;
-    let end = offset.saturating_add(len);
-    let mut vec = [0u8; RESIDENCY_WINDOW_PAGES];
-    while start < end {
-        let window = (end - start).min(RESIDENCY_WINDOW_PAGES as u64 * page);
-        let off = libc::off_t::try_from(start)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: a fresh shared read-only mapping chosen by the kernel (addr NULL);
-        // nothing else refers to it, and it is unmapped below on every path.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                window as usize,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                off,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `addr` is the page-aligned start of our `window`-byte mapping and
-        // `vec` has room for one byte per page of it (window <= WINDOW_PAGES pages).
-        let ret = unsafe { libc::mincore(addr, window as usize, vec.as_mut_ptr()) };
-        let err = io::Error::last_os_error();
-        // SAFETY: unmaps exactly the mapping made above; nothing borrowed it.
-        unsafe { libc::munmap(addr, window as usize) };
-        if ret != 0 {
-            return Err(err);
-        }
-        let pages = window.div_ceil(page) as usize;
-        if vec[..pages].iter().any(|v| v & 1 == 0) {
-            return Ok(false);
-        }
-        start += window;
+    #[test]
+    fn residency_follows_the_page_cache() {
+        use std::io::Write as _;
+        use std::os::fd::AsFd as _;
+        let path = std::env::temp_dir().join(format!("edge-resident-{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&vec![7u8; 1 << 20]).unwrap();
+        f.sync_all().unwrap();
+        assert!(resident(f.as_fd(), 0, 1 << 20).unwrap(), "just written");
+        assert!(resident(f.as_fd(), 4000, 0).unwrap(), "an empty range");
+        // SAFETY: advice on our own open descriptor; no memory is involved.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let cold = !resident(f.as_fd(), 0, 1 << 20).unwrap();
+        let r = std::fs::read(&path).unwrap();
+        assert_eq!(r.len(), 1 << 20);
+        assert!(resident(f.as_fd(), 0, 1 << 20).unwrap(), "read back in");
+        let _ = std::fs::remove_file(&path);
+        // Dropping clean pages is advisory; it works on the filesystems we test on.
+        assert!(cold, "DONTNEED left the pages resident");
     }
-    Ok(true)
 }

@@ -1020,7 +1020,8 @@ mod seeds {
     /// The fuzz seeds are real records (so the fuzzer starts past the CRC check).
     #[test]
     fn fuzz_seeds_parse() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/cache_records");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/cache_records");
         let h = std::fs::read(dir.join("header.bin")).unwrap();
         let o = super::parse_object_header(&h).unwrap();
         assert_eq!(o.key, "streams/live/0/12.m4s");

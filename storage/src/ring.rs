@@ -103,6 +103,9 @@ impl Drop for Pin {
     }
 }
 
+/// An object written but not yet synced and indexed: its key, entry and callback.
+type Written = (String, Entry, Box<dyn FnOnce(bool) + Send>);
+
 /// An object to append.
 pub(crate) struct WriteJob {
     pub key: String,
@@ -334,7 +337,7 @@ pub(crate) fn footprint(key: &str, meta: &Meta, len: u64) -> u64 {
 pub(crate) fn writer_loop(inner: Arc<Inner>, d: usize, rx: Receiver<WriteJob>) {
     let disk = inner.disks[d].clone();
     let mut head = disk.reserved();
-    let mut pending: Vec<(String, Entry, Box<dyn FnOnce(bool) + Send>)> = Vec::new();
+    let mut pending: Vec<Written> = Vec::new();
     let mut pending_bytes = 0u64;
     let batch_bytes = (disk.ring_len / 4).min(64 << 20);
     loop {
@@ -525,11 +528,7 @@ fn release_region(disk: &Disk, from: u64, to: u64) -> std::io::Result<()> {
 
 /// Syncs the container, then indexes `pending` (the body is durable before its entry
 /// exists) and reports each job done.
-fn commit(
-    inner: &Inner,
-    disk: &Arc<Disk>,
-    pending: &mut Vec<(String, Entry, Box<dyn FnOnce(bool) + Send>)>,
-) {
+fn commit(inner: &Inner, disk: &Arc<Disk>, pending: &mut Vec<Written>) {
     if pending.is_empty() {
         return;
     }

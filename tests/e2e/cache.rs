@@ -507,7 +507,10 @@ async fn oversized_objects_pass_through_and_cache_control_is_honoured() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let sent = origin.body_bytes_sent("/p/huge.mp4");
-    assert!(sent < 32 << 20, "the origin sent {sent} bytes to an edge whose client reads nothing");
+    assert!(
+        sent < 32 << 20,
+        "the origin sent {sent} bytes to an edge whose client reads nothing"
+    );
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
     let h = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
@@ -770,5 +773,27 @@ async fn thirty_kill_nines_mid_fill_never_leave_a_wrong_object() {
     assert!(
         total < KEYS * 30,
         "{total} origin requests for {KEYS} keys over 30 rounds"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_file_ranges_are_read_in_off_the_worker_before_sending() {
+    let server = TestServer::start("").await;
+    let data = pattern(4 << 20, 21);
+    server.put("cold.mp4", &data);
+    let f = std::fs::File::open(server.root.join("cold.mp4")).unwrap();
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    let before = metric(&server.metrics_text().await, "edge_cold_reads_total");
+    let r = fetch(server.http, "/cold.mp4", "").await.unwrap();
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+    let after = metric(&server.metrics_text().await, "edge_cold_reads_total");
+    assert!(after > before, "no cold read counted ({before} -> {after})");
+    // Now resident: no more cold reads.
+    let r = fetch(server.http, "/cold.mp4", "").await.unwrap();
+    assert_eq!(r.body.len(), data.len());
+    assert_eq!(
+        metric(&server.metrics_text().await, "edge_cold_reads_total"),
+        after
     );
 }
