@@ -12,6 +12,9 @@
 #   nginx-user  the same nginx with Options -KTLS (OpenSSL in userspace)
 #   edge-ktls   $EDGE_BIN serve, [tls] ktls = "require"
 #   edge-user   $EDGE_BIN serve, [tls] ktls = "off"
+#   edge-cache  $EDGE_BIN serve in edge mode, ktls = "require": the same files from its
+#               warm disk cache (ring container on guest tmpfs), filled from an origin
+#               edge (verify_files fills it, the warm-up and the points are hits)
 # --edge-threads N sets edge's server.worker_threads (default: one per vCPU).
 # --tls13-cipher NAME (OpenSSL name, e.g. TLS_CHACHA20_POLY1305_SHA256) makes every
 # server offer only that TLS 1.3 suite (nginx: ssl_conf_command Ciphersuites; edge:
@@ -37,7 +40,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 . "$REPO/tests/vm/lib.sh"
 
-ALL_SERVERS=nginx-ktls,nginx-user,edge-ktls,edge-user
+ALL_SERVERS=nginx-ktls,nginx-user,edge-ktls,edge-user,edge-cache
 CONNS=4,16 DURATION=10 NFILES=8 ROUNDS=1 SERVERS=$ALL_SERVERS TIMEOUT=900
 IN_GUEST=0 GUEST_EDGE_BIN= EDGE_THREADS= TLS13_CIPHER=
 while [ $# -gt 0 ]; do
@@ -161,7 +164,7 @@ stop_nginx_user() { nginx_stop; }
 # "edge: listening tls=IP:PORT http=... admin=IP:PORT" on stdout and a
 # "kTLS: available for ..." / "kTLS: unavailable (...)" line on stderr.
 EDGE_PID='' EDGE_DIR='' EDGE_ADMIN=''
-edge_kind_start() {    # NAME TLS_PORT ADMIN_PORT KTLS_MODE
+edge_kind_start() {    # NAME TLS_PORT ADMIN_PORT KTLS_MODE [EXTRA_TOML]
     if [ -z "$EDGE_BIN" ] || [ ! -x "$EDGE_BIN" ]; then
         echo "edge: binary not found, skipped"; return 2
     fi
@@ -181,6 +184,7 @@ cert_path = "$B/cert.pem"
 key_path = "$B/key.pem"
 ktls = "$4"
 $EDGE_CIPHER_LINE
+${5:-}
 EOF
     cp "$EDGE_BIN" "$B/edge"      # run it from tmpfs, not from 9p
     "$B/edge" serve --config "$d/edge.toml" </dev/null >"$d/stdout" 2>"$d/stderr" &
@@ -224,6 +228,31 @@ start_edge_ktls() { edge_kind_start edge-ktls 8445 9445 require; }
 stop_edge_ktls() { edge_kind_stop; }
 start_edge_user() { edge_kind_start edge-user 8446 9446 off; }
 stop_edge_user() { edge_kind_stop; }
+ORIGIN_PID=''
+start_edge_cache() {
+    [ -x "$EDGE_BIN" ] || { echo "edge: binary not found, skipped"; return 2; }
+    local o=$B/origin
+    mkdir -p "$o" "$B/edge-cache/cache/d0"
+    cp "$EDGE_BIN" "$B/edge"
+    printf '[server]\ntls_listen = "127.0.0.1:8461"\nhttp_listen = "127.0.0.1:8460"\nadmin_listen = "127.0.0.1:9460"\nstate_dir = "%s/state"\n[content]\nroot = "%s"\n[tls]\nktls = "off"\n' "$o" "$WWW" > "$o/edge.toml"
+    "$B/edge" serve --config "$o/edge.toml" </dev/null >"$o/stdout" 2>"$o/stderr" &
+    ORIGIN_PID=$!
+    edge_kind_start edge-cache 8447 9447 require "[upstream]
+origin = \"http://127.0.0.1:8460\"
+[storage]
+index_dir = \"$B/edge-cache/cache/index\"
+[[storage.disks]]
+path = \"$B/edge-cache/cache/d0\"
+size_mib = 64"
+}
+stop_edge_cache() {
+    if [ -n "$EDGE_ADMIN" ] && [ -s "$EDGE_DIR/state/admin.token" ]; then
+        curl -s --max-time 10 -H "Authorization: Bearer $(cat "$EDGE_DIR/state/admin.token")" \
+            "http://$EDGE_ADMIN/metrics" | grep -E '^edge_cache_(hits|misses|stored)_total' | sed 's/^/  /' || true
+    fi
+    edge_kind_stop
+    kill -TERM "$ORIGIN_PID" 2>/dev/null || true; wait "$ORIGIN_PID" 2>/dev/null || true; ORIGIN_PID=''
+}
 
 # ------------------------------------------------------------------ client + measure
 
@@ -320,7 +349,7 @@ awk -v hz="$HZ" -v order="$SERVERS" -v conns="$CONNS" '
                 mbs(b[k], us[k]), t[k] / hz, cpugb(b[k], t[k]), gbcpu(b[k], t[k]), n[k], kt[k], e[k]
         }
         print ""
-        np = split("edge-ktls/nginx-ktls edge-user/nginx-user edge-ktls/edge-user nginx-ktls/nginx-user", P, " ")
+        np = split("edge-ktls/nginx-ktls edge-user/nginx-user edge-ktls/edge-user nginx-ktls/nginx-user edge-cache/edge-ktls edge-cache/nginx-ktls", P, " ")
         for (p = 1; p <= np; p++) {
             split(P[p], ab, "/"); a = ab[1]; z = ab[2]
             if (!(a in seen) || !(z in seen)) continue
