@@ -352,6 +352,17 @@ impl EdgeCache {
         fill
     }
 
+    /// Waits (at most `limit`) until no fill is in progress or waiting to be
+    /// indexed: at shutdown, so that what clients were sent is kept.
+    pub async fn drain(&self, limit: Duration) {
+        let end = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < end
+            && !self.fills.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn forget(&self, key: &str, fill: &Arc<Fill>) {
         let mut fills = self.fills.lock().unwrap_or_else(|e| e.into_inner());
         if fills.get(key).is_some_and(|f| Arc::ptr_eq(f, fill)) {

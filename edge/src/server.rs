@@ -190,7 +190,10 @@ impl Running {
             );
         }
         if let Some(c) = &self.cache {
-            c.store.flush();
+            // Fills in progress finish and objects written but not yet synced and
+            // indexed are finished, so a clean stop loses nothing it served.
+            c.drain(self.grace).await;
+            c.store.close();
         }
     }
 }

@@ -211,12 +211,23 @@ struct Closer {
 
 impl Drop for Closer {
     fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Closer {
+    fn close(&self) {
         self.counting.store(false, Ordering::Relaxed);
         for d in &self.inner.disks {
             lock(&d.writer).take();
         }
-        for w in lock(&self.writers).drain(..) {
-            let _ = w.join();
+        let handles: Vec<_> = lock(&self.writers).drain(..).collect();
+        for w in handles {
+            // The last clone may go on a writer's own thread (in a done callback):
+            // never join oneself.
+            if w.thread().id() != std::thread::current().id() {
+                let _ = w.join();
+            }
         }
         let _ = self.inner.db.flush();
     }
@@ -555,9 +566,15 @@ impl Cache {
             .collect()
     }
 
-    /// Flushes the index (at shutdown).
+    /// Flushes the index.
     pub fn flush(&self) {
         let _ = self.inner.db.flush();
+    }
+
+    /// Stops taking objects, lets every disk writer sync and index what it holds,
+    /// and flushes the index (at shutdown; later inserts are refused as busy).
+    pub fn close(&self) {
+        self._closer.close();
     }
 }
 
