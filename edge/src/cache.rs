@@ -211,6 +211,28 @@ impl Fill {
     }
 }
 
+/// Removes a fill from the coalescing map if its task is dropped before it ends.
+struct Unfinished {
+    cache: Arc<EdgeCache>,
+    key: Box<str>,
+    fill: Arc<Fill>,
+    armed: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.armed {
+            self.fill.update(|st| {
+                st.end.get_or_insert(false);
+                if st.head.is_none() {
+                    st.head = Some(Err(FillError::BadGateway));
+                }
+            });
+            self.cache.forget(&self.key, &self.fill);
+        }
+    }
+}
+
 /// The cache's counters beyond the store's own.
 struct FillMetrics {
     fills: IntCounterVec,
@@ -345,9 +367,17 @@ impl EdgeCache {
         };
         let f = fill.clone();
         tokio::spawn(async move {
+            // A fill cancelled with its runtime (a worker stopping) leaves the map.
+            let mut guard = Unfinished {
+                cache: me.clone(),
+                key: key.clone(),
+                fill: f.clone(),
+                armed: true,
+            };
             me.metrics.fills_running.inc();
             me.run(&key, &origin, &path, &f).await;
             me.metrics.fills_running.dec();
+            guard.armed = false;
         });
         fill
     }
