@@ -387,7 +387,11 @@ impl EdgeCache {
     pub async fn drain(&self, limit: Duration) {
         let end = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < end
-            && !self.fills.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+            && !self
+                .fills
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -521,24 +525,40 @@ impl EdgeCache {
             }
             v.into()
         });
-        let me = self.clone();
-        let done_key: Box<str> = key.into();
-        let done_fill = fill.clone();
-        let inserted = self.store.insert(key, meta, chunks, move |ok| {
-            // Runs on the disk writer's thread once the object is durable and
-            // indexed (or could not be): the fill's memory goes then.
-            if ok {
-                if let Some(body) = hot {
-                    me.store.keep_hot(&done_key, body);
+        // The disk writer may be behind (a burst, a slow sync): wait for room a
+        // little, without holding a worker, before giving up on storing.
+        let mut tries = 0;
+        loop {
+            let me = self.clone();
+            let done_key: Box<str> = key.into();
+            let done_fill = fill.clone();
+            let hot = hot.clone();
+            let inserted = self
+                .store
+                .insert(key, meta.clone(), chunks.clone(), move |ok| {
+                    // Runs on the disk writer's thread once the object is durable and
+                    // indexed (or could not be): the fill's memory goes then.
+                    if ok {
+                        if let Some(body) = hot {
+                            me.store.keep_hot(&done_key, body);
+                        }
+                    }
+                    me.forget(&done_key, &done_fill);
+                });
+            match inserted {
+                Ok(()) => {
+                    self.metrics.fills.with_label_values(&["stored"]).inc();
+                    return;
                 }
-            }
-            me.forget(&done_key, &done_fill);
-        });
-        match inserted {
-            Ok(()) => self.metrics.fills.with_label_values(&["stored"]).inc(),
-            Err(_) => {
-                self.metrics.fills.with_label_values(&["uncached"]).inc();
-                self.forget(key, fill);
+                Err(storage::InsertError::Busy) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(_) => {
+                    self.metrics.fills.with_label_values(&["uncached"]).inc();
+                    self.forget(key, fill);
+                    return;
+                }
             }
         }
     }
@@ -769,7 +789,7 @@ impl StoreCollector {
             ),
             counter(
                 "edge_cache_store_failures_total",
-                "Objects not stored (writer busy, no disk, too large, write failed)",
+                "Objects not stored: no disk, too large, or a write or sync failed",
                 s.store_failures.load(Relaxed),
             ),
             counter(

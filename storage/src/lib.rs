@@ -151,7 +151,8 @@ pub struct Stats {
     pub stale: AtomicU64,
     /// Objects stored (indexed).
     pub stored: AtomicU64,
-    /// Stores refused (writer busy, no disk, too large) or failed.
+    /// Stores refused (no disk, too large) or failed (a write or sync error). A busy
+    /// writer is not counted here: the caller decides whether to retry.
     pub store_failures: AtomicU64,
     /// Objects overwritten by the ring.
     pub evictions: AtomicU64,
@@ -456,7 +457,7 @@ impl Cache {
             None => false,
         };
         if !sent {
-            inner.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+            // Not counted: the caller may retry (see `store_failures`).
             return Err(InsertError::Busy);
         }
         Ok(())
