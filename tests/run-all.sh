@@ -13,6 +13,9 @@
 #             (hls.js, dash.js) against it: ffmpeg's files, generated VOD and live
 #             manifests, a signed URL
 #   ktls-vm   the kTLS suite in a QEMU guest running Debian's kernel (both modes)
+#   cache-vm  the disk-cache suite in the guest: an HDD-throttled cache disk must not
+#             slow hot clients (cold reads on the I/O pool), a failing (dm error)
+#             disk is taken out of service without a wrong byte
 #   fuzz      each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 20)
 # Ends with "suite: N passed, M failed" over the stages; exit 0 only if all passed.
 #
@@ -115,6 +118,7 @@ stage build cargo build --workspace --bins
 stage unit+e2e cargo nextest run --workspace --no-fail-fast
 stage clients demo_clients
 stage ktls-vm tests/vm/edge-ktls-suite.sh
+stage cache-vm tests/vm/cache-disk-suite.sh
 stage fuzz fuzz_targets
 
 echo
