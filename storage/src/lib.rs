@@ -812,8 +812,13 @@ mod tests {
                 store(&c2, &format!("/f{i}"), &body(1 << 20, i as u8));
             }
         });
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        assert!(cache.stats().writer_holds.load(Ordering::Relaxed) > 0);
+        let t0 = std::time::Instant::now();
+        while cache.stats().writer_holds.load(Ordering::Relaxed) == 0 {
+            assert!(t0.elapsed().as_secs() < 30, "the writer never reached the pin");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Held: give it time to (not) overwrite.
+        std::thread::sleep(std::time::Duration::from_millis(300));
         let mut buf = vec![0u8; hit.len as usize];
         std::os::unix::fs::FileExt::read_exact_at(&*hit.file, &mut buf, hit.offset).unwrap();
         assert_eq!(buf, data, "bytes changed under a pin");

@@ -3,7 +3,7 @@
 //! that appends objects, syncs them in batches and only then indexes them.
 //!
 //! Container layout: a 4 KiB superblock (magic, version, container id, size), then
-//! the ring. Objects start on 4 KiB boundaries: a header padded to 512 bytes (magic,
+//! the ring. Objects start on 4 KiB boundaries: a header padded to 4 KiB (magic,
 //! lengths, CRC-32 of the body and of the header, logical position, metadata, key),
 //! then the body. An object never straddles the ring's end: the writer skips to the
 //! next lap instead.
@@ -38,11 +38,13 @@ const RING_ALIGN: u64 = 2 << 20;
 pub(crate) const SUPERBLOCK: u64 = RING_ALIGN;
 /// Objects start on this boundary.
 const OBJECT_ALIGN: u64 = 4096;
-/// Headers are padded to this.
-const HEADER_ALIGN: u64 = 512;
+/// Headers are padded to this, so bodies start on a page: `sendfile` from a
+/// page-aligned offset hands TCP whole pages (one fragment per page instead of two
+/// halves), measurably faster than an offset 512 bytes in.
+const HEADER_ALIGN: u64 = 4096;
 const SUPER_MAGIC: &[u8; 8] = b"EDGERING";
 const OBJECT_MAGIC: &[u8; 8] = b"EDGEOBJ1";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// How long the first object of a batch waits for others before the batch is synced
 /// and indexed (clients are served from the fill meanwhile).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(30);
