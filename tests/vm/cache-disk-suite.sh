@@ -253,18 +253,23 @@ get_hot() {
     curl -s -D "$S/hot.head" --cacert "$S/state/cert.pem" --resolve localhost:$TLSPORT:127.0.0.1 \
         "https://localhost:$TLSPORT$HOT" | sha256sum | cut -d' ' -f1
 }
-# ticks STATFILE - utime + stime (clock ticks) from a /proc/.../stat file, 0 if gone
+# ticks VAR STATFILE - VAR=utime + stime (clock ticks) from a /proc/.../stat file, 0 if
+# gone. No $(...): a subshell is a fork, milliseconds in this guest, and four of them
+# per sample made the sampler itself a load (~40 forks/s at nice 0).
 ticks() {
     local line f
-    read -r line 2>/dev/null < "$1" || { echo 0; return; }
-    read -r -a f <<< "${line##*) }"
-    echo $((f[11] + f[12]))
+    if read -r line 2>/dev/null < "$2"; then
+        read -r -a f <<< "${line##*) }"
+        printf -v "$1" %d $((f[11] + f[12]))
+    else
+        printf -v "$1" %d 0
+    fi
 }
 # sampler OUT PID HOT_PID COLD_PIDFILE - every 0.1 s until killed, a line
 # "TIME STATE WORKER EDGE HOT COLD [STACK]": the state of thread PID (the only worker
 # with EDGE_WORKER_THREADS=1 is the main thread; its kernel stack when in D, waiting
 # for the disk) and the CPU ticks so far of that thread, of the whole edge, and of
-# the two clients. Bash builtins only: no process start per sample.
+# the two clients. Bash builtins only: no process start, no fork per sample.
 sampler() {
     local out=$1 pid=$2 hp=$3 cpf=$4 cp= line st stack never w e h c
     mkfifo "$out.fifo"; exec {never}<>"$out.fifo"
@@ -272,10 +277,10 @@ sampler() {
     while [ -e /proc/$pid ]; do
         read -r line 2>/dev/null < /proc/$pid/task/$pid/stat || break
         st=${line##*) }; st=${st%% *}
-        w=$(ticks /proc/$pid/task/$pid/stat) e=$(ticks /proc/$pid/stat) h=0 c=0
-        [ -z "$hp" ] || h=$(ticks /proc/$hp/stat)
+        ticks w /proc/$pid/task/$pid/stat; ticks e /proc/$pid/stat; h=0 c=0
+        [ -z "$hp" ] || ticks h /proc/$hp/stat
         [ -n "$cp" ] || [ ! -s "$cpf" ] || read -r cp 2>/dev/null < "$cpf"
-        [ -z "$cp" ] || c=$(ticks /proc/$cp/stat)
+        [ -z "$cp" ] || ticks c /proc/$cp/stat
         if [ "$st" = D ]; then
             mapfile -t stack 2>/dev/null < /proc/$pid/task/$pid/stack
             st="D ${stack[*]:0:12}"
