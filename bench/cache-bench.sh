@@ -192,9 +192,11 @@ if [[ " $PARTS " == *" write "* ]]; then
   echo
   log "container write vs dd, $WRITE_MIB MiB on $(df -T "$OUT" | awk 'NR==2{print $2" "$1}')"
   rm -f "$OUT/dd.bin"; sync
-  ddline=$(dd if=/dev/zero of="$OUT/dd.bin" bs=1M count="$WRITE_MIB" conv=fdatasync 2>&1 | tail -n1)
+  # into a preallocated file, as the container is (a fresh file also pays allocation)
+  fallocate -l "${WRITE_MIB}M" "$OUT/dd.bin"; sync
+  ddline=$(dd if=/dev/zero of="$OUT/dd.bin" bs=1M count="$WRITE_MIB" conv=notrunc,fdatasync 2>&1 | tail -n1)
   rm -f "$OUT/dd.bin"; sync
-  echo "    dd bs=1M conv=fdatasync: $ddline"
+  echo "    dd bs=1M conv=notrunc,fdatasync into a preallocated file: $ddline"
   wline=$("$STORAGE_BENCH" write "$OUT/sb" "$WRITE_MIB")
   echo "    $wline"
   dd_mbs=$(awk -v l="$ddline" 'BEGIN{ n = split(l, w, " "); v = w[n-1]; u = w[n]; if (u ~ /^GB/) v *= 1000; print v }')

@@ -814,7 +814,10 @@ mod tests {
         });
         let t0 = std::time::Instant::now();
         while cache.stats().writer_holds.load(Ordering::Relaxed) == 0 {
-            assert!(t0.elapsed().as_secs() < 30, "the writer never reached the pin");
+            assert!(
+                t0.elapsed().as_secs() < 30,
+                "the writer never reached the pin"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // Held: give it time to (not) overwrite.
