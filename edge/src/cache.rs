@@ -660,20 +660,12 @@ impl EdgeCache {
             }
         }
         let ttl = ttl.unwrap_or_else(|| {
-            let rel = key;
-            let d = if rel.ends_with(".m3u8") || rel.ends_with(".mpd") {
-                self.settings.playlist_ttl
-            } else if [
-                ".ts", ".m4s", ".mp4", ".aac", ".m4a", ".m4v", ".vtt", ".cmfv", ".cmfa",
-            ]
-            .iter()
-            .any(|e| rel.ends_with(e))
-            {
-                self.settings.segment_ttl
-            } else {
-                self.settings.other_ttl
-            };
-            d.as_secs()
+            match crate::http::media_kind(key) {
+                crate::http::MediaKind::Playlist => self.settings.playlist_ttl,
+                crate::http::MediaKind::Segment => self.settings.segment_ttl,
+                crate::http::MediaKind::Other => self.settings.other_ttl,
+            }
+            .as_secs()
         });
         if ttl == 0 {
             cacheable = false;

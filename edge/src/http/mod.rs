@@ -230,19 +230,42 @@ pub fn content_type(path: &str) -> &'static str {
     }
 }
 
+/// What kind of media a path names, by extension (case-insensitive): decides
+/// default freshness for files and for cached objects alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// `.m3u8`, `.mpd`: changes as a live window moves.
+    Playlist,
+    /// Segments, init segments and subtitles: never change once published.
+    Segment,
+    /// Anything else.
+    Other,
+}
+
+/// The [`MediaKind`] of `path`.
+pub fn media_kind(path: &str) -> MediaKind {
+    let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    if ext.eq_ignore_ascii_case("m3u8") || ext.eq_ignore_ascii_case("mpd") {
+        MediaKind::Playlist
+    } else if [
+        "ts", "m4s", "mp4", "m4v", "m4a", "aac", "vtt", "cmfv", "cmfa",
+    ]
+    .iter()
+    .any(|e| ext.eq_ignore_ascii_case(e))
+    {
+        MediaKind::Segment
+    } else {
+        MediaKind::Other
+    }
+}
+
 /// `Cache-Control` for a successful response, by content type class: manifests are
 /// re-fetched often (they change for live streams), media is long-lived, pages short.
 pub fn cache_control(path: &str) -> &'static str {
-    let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
-    if ext.eq_ignore_ascii_case("m3u8") || ext.eq_ignore_ascii_case("mpd") {
-        "public, max-age=2"
-    } else if ["ts", "m4s", "mp4", "m4v", "m4a", "aac", "vtt"]
-        .iter()
-        .any(|e| ext.eq_ignore_ascii_case(e))
-    {
-        "public, max-age=86400"
-    } else {
-        "no-cache"
+    match media_kind(path) {
+        MediaKind::Playlist => "public, max-age=2",
+        MediaKind::Segment => "public, max-age=86400",
+        MediaKind::Other => "no-cache",
     }
 }
 

@@ -384,7 +384,9 @@ async fn run(args: Args) -> Result<Report, String> {
         let stats = task
             .await
             .map_err(|e| format!("a connection task failed: {e}"))?;
-        per_group.get_mut(&name).unwrap().merge(stats);
+        if let Some(g) = per_group.get_mut(&name) {
+            g.merge(stats);
+        }
     }
     let elapsed = start.elapsed();
     let ok = per_group
