@@ -1,18 +1,25 @@
-//! The admin plane: the token-protected admin HTTP listener, Prometheus `/metrics`
-//! and the cache purge API.
+//! The admin plane: the token-protected admin HTTP listener with the dashboard
+//! (overview, TLS, storms, config pages drawn in the browser from a JSON API),
+//! Prometheus `/metrics`, the cache purge API, and the telemetry aggregator with the
+//! handshake-storm detector ([`dashboard`]) fed by the data plane's sink
+//! ([`telemetry`]).
 //!
-//! It owns the admin router (today `/metrics`, `POST /purge` and `/healthz`; the
-//! dashboard, the JSON API and the handshake-storm detector come with their issues). It never touches a
-//! client socket of the data plane: the data plane registers its metrics in a
-//! [`prometheus::Registry`] and this crate only reads them.
+//! It never touches a client socket of the data plane: the data plane records into
+//! a [`telemetry::Telemetry`] and registers its metrics in a [`prometheus::Registry`];
+//! this crate only reads them.
 //!
-//! Every route except `/healthz` requires `Authorization: Bearer <token>`; the token
-//! is compared in constant time and never logged.
+//! Every route except `/healthz` and `/login` requires `Authorization: Bearer
+//! <token>` or the session cookie that `GET /login?token=TOKEN` sets (a hash of the
+//! token, HttpOnly, SameSite=Strict); the token is compared in constant time and
+//! never logged.
+
+pub mod dashboard;
+pub mod telemetry;
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{Request, State},
+    extract::{Path, Request, State},
     http::{header, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -35,7 +42,10 @@ pub trait Purge: Send + Sync {
 pub struct AdminState {
     registry: Registry,
     token: String,
+    session: String,
     purge: Option<Arc<dyn Purge>>,
+    dashboard: Option<Arc<dashboard::Dashboard>>,
+    config: std::sync::RwLock<serde_json::Value>,
 }
 
 impl AdminState {
@@ -43,11 +53,27 @@ impl AdminState {
     /// created 0600.
     pub fn new(registry: Registry, token: String) -> Self {
         assert!(!token.is_empty(), "admin token must not be empty");
+        let session = session_value(&token);
         Self {
             registry,
             token,
+            session,
             purge: None,
+            dashboard: None,
+            config: std::sync::RwLock::new(serde_json::Value::Null),
         }
+    }
+
+    /// Serves the dashboard's pages and JSON API from `dashboard`.
+    pub fn with_dashboard(mut self, dashboard: Arc<dashboard::Dashboard>) -> Self {
+        self.dashboard = Some(dashboard);
+        self
+    }
+
+    /// Sets what `GET /api/config` shows: `{"config": .., "reloadable": [..]}`, with
+    /// secrets already redacted by the caller. Called again after a reload.
+    pub fn set_config(&self, config: serde_json::Value) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
     /// Enables `POST /purge` on `purge`.
@@ -57,17 +83,222 @@ impl AdminState {
     }
 }
 
-/// The admin router: `/metrics` and `POST /purge?key=PATH` or `?prefix=PATH` (token
-/// required), and `/healthz` (open, says `ok`).
+/// The admin router. Open: `/healthz` (says `ok`) and `GET /login?token=TOKEN`
+/// (sets the session cookie, 303 to `/`). Behind the token or the cookie: `/metrics`,
+/// `POST /purge?key=PATH` or `?prefix=PATH`, the pages `/`, `/tls`, `/storms`,
+/// `/config`, their `/assets/NAME`, and the JSON API `/api/overview`,
+/// `/api/series?res=s|m`, `/api/tls`, `/api/storms`, `/api/storms/ID`, `/api/config`.
+/// Unknown paths answer 401 without credentials and 404 with them.
 pub fn router(state: Arc<AdminState>) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/purge", axum::routing::post(purge))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/", get(page))
+        .route("/tls", get(page))
+        .route("/storms", get(page))
+        .route("/config", get(page))
+        .route("/assets/{name}", get(asset))
+        .route("/api/overview", get(api_overview))
+        .route("/api/series", get(api_series))
+        .route("/api/tls", get(api_tls))
+        .route("/api/storms", get(api_storms))
+        .route("/api/storms/{id}", get(api_storm))
+        .route("/api/config", get(api_config))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/login", get(login))
         .merge(protected)
         .with_state(state)
+}
+
+/// The cookie that carries an admin session.
+const SESSION_COOKIE: &str = "edge_admin";
+
+/// The session cookie's value for `token`: a hash, so the cookie is not the token.
+fn session_value(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("edge-admin-session\0{token}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cookie_session(req: &Request) -> Option<&str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// `GET /login?token=T`: sets the session cookie and sends the browser to `/`.
+async fn login(State(state): State<Arc<AdminState>>, req: Request) -> Response {
+    let token = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
+        .map(|v| v.trim().to_string());
+    match token {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => {
+            let cookie = format!(
+                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+                state.session
+            );
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            let h = resp.headers_mut();
+            h.insert(header::LOCATION, HeaderValue::from_static("/"));
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                h.insert(header::SET_COOKIE, v);
+            }
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        _ => unauthorized(),
+    }
+}
+
+fn unauthorized() -> Response {
+    let mut resp = (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"edge-admin\""),
+    );
+    resp
+}
+
+/// The page shell (one for all pages; the script picks the page from the path).
+const INDEX_HTML: &[u8] = include_bytes!("../assets/index.html");
+
+/// Embedded assets: name, MIME type, bytes.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/app.css"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/uPlot.min.css"),
+    ),
+];
+
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'";
+
+fn with_type(mime: &'static str, body: &'static [u8]) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    with_type("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, mime, body)) => with_type(mime, body),
+        None => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+    }
+}
+
+fn json_response(v: serde_json::Value) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn no_dashboard() -> Response {
+    (StatusCode::NOT_FOUND, "telemetry is not running\n").into_response()
+}
+
+async fn api_overview(State(state): State<Arc<AdminState>>) -> Response {
+    match &state.dashboard {
+        Some(d) => json_response(d.overview()),
+        None => no_dashboard(),
+    }
+}
+
+async fn api_series(State(state): State<Arc<AdminState>>, req: Request) -> Response {
+    let per_minute = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "res=m"));
+    match &state.dashboard {
+        Some(d) => json_response(d.series(per_minute)),
+        None => no_dashboard(),
+    }
+}
+
+async fn api_tls(State(state): State<Arc<AdminState>>) -> Response {
+    match &state.dashboard {
+        Some(d) => json_response(d.tls()),
+        None => no_dashboard(),
+    }
+}
+
+async fn api_storms(State(state): State<Arc<AdminState>>) -> Response {
+    match &state.dashboard {
+        Some(d) => json_response(d.storms_json()),
+        None => no_dashboard(),
+    }
+}
+
+async fn api_storm(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
+    let Some(d) = &state.dashboard else {
+        return no_dashboard();
+    };
+    match id.parse::<u64>().ok().and_then(|id| d.storm_json(id)) {
+        Some(v) => json_response(v),
+        None => (StatusCode::NOT_FOUND, "no such storm\n").into_response(),
+    }
+}
+
+async fn api_config(State(state): State<Arc<AdminState>>) -> Response {
+    let v = state
+        .config
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    json_response(v)
 }
 
 /// Serves the admin router on `listener` until `shutdown` is cancelled.
@@ -91,16 +322,14 @@ async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut resp = (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"edge-admin\""),
-            );
-            resp
-        }
+    let by_token =
+        presented.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+    let by_cookie = cookie_session(&req)
+        .is_some_and(|c| constant_time_eq(c.as_bytes(), state.session.as_bytes()));
+    if by_token || by_cookie {
+        next.run(req).await
+    } else {
+        unauthorized()
     }
 }
 
