@@ -83,6 +83,8 @@ struct RawServer {
     worker_threads: Option<usize>,
     #[serde(default = "default_shutdown_grace_secs")]
     shutdown_grace_secs: u64,
+    #[serde(default)]
+    close_after_error: bool,
 }
 
 impl Default for RawServer {
@@ -94,6 +96,7 @@ impl Default for RawServer {
             state_dir: default_state_dir(),
             worker_threads: None,
             shutdown_grace_secs: default_shutdown_grace_secs(),
+            close_after_error: false,
         }
     }
 }
@@ -181,6 +184,8 @@ struct RawTls {
     cipher_suites: Option<Vec<String>>,
     ktls: KtlsMode,
     ktls_max_bytes_per_connection: u64,
+    ticket_keys_file: Option<PathBuf>,
+    ticket_lifetime_secs: u64,
 }
 
 impl Default for RawTls {
@@ -191,8 +196,77 @@ impl Default for RawTls {
             cipher_suites: None,
             ktls: KtlsMode::Auto,
             ktls_max_bytes_per_connection: DEFAULT_KTLS_MAX_BYTES,
+            ticket_keys_file: None,
+            ticket_lifetime_secs: DEFAULT_TICKET_LIFETIME_SECS,
         }
     }
+}
+
+/// Default `tls.ticket_lifetime_secs`: 6 hours.
+pub const DEFAULT_TICKET_LIFETIME_SECS: u64 = 6 * 3600;
+/// Most `tls.ticket_lifetime_secs` (RFC 8446 4.6.1: 7 days).
+pub const MAX_TICKET_LIFETIME_SECS: u64 = 7 * 86_400;
+
+/// `[telemetry]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTelemetry {
+    enabled: bool,
+    store: Option<PathBuf>,
+    storm: RawStorm,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            store: None,
+            storm: RawStorm::default(),
+        }
+    }
+}
+
+/// `[telemetry.storm]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorm {
+    factor: f64,
+    min_excess_per_sec: f64,
+    onset_secs: u32,
+    end_secs: u32,
+    warmup_secs: u32,
+    reconnect_window_secs: u32,
+    baseline_half_life_secs: u32,
+    correlation_window_secs: u32,
+    retention: usize,
+}
+
+impl Default for RawStorm {
+    fn default() -> Self {
+        let d = web_ui::dashboard::StormSettings::default();
+        Self {
+            factor: d.factor,
+            min_excess_per_sec: d.min_excess_per_sec,
+            onset_secs: d.onset_secs,
+            end_secs: d.end_secs,
+            warmup_secs: d.warmup_secs,
+            reconnect_window_secs: d.reconnect_window_secs,
+            baseline_half_life_secs: d.baseline_half_life_secs,
+            correlation_window_secs: d.correlation_window_secs,
+            retention: d.retention,
+        }
+    }
+}
+
+/// `[telemetry]`: handshake and response telemetry, the storm detector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// Record events (off: every recording is a no-op; the dashboard shows nothing).
+    pub enabled: bool,
+    /// The sled database storms are kept in.
+    pub store: PathBuf,
+    /// The detector's thresholds.
+    pub storm: web_ui::dashboard::StormSettings,
 }
 
 /// Default cap on bytes sent over one kTLS connection: 64 GiB, far below the
@@ -257,6 +331,8 @@ pub struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     manifests: RawManifests,
+    #[serde(default)]
+    telemetry: RawTelemetry,
     #[serde(default)]
     streams: Vec<RawStream>,
     upstream: Option<RawUpstream>,
@@ -505,6 +581,11 @@ pub struct TlsSettings {
     pub ktls: KtlsMode,
     /// Bytes one kTLS connection may carry before it is closed after the response in flight.
     pub ktls_max_bytes_per_connection: NonZeroU64,
+    /// The fleet-shared session ticket key file (`None`: keys made at start-up,
+    /// rotated in memory, so tickets resume only on this process).
+    pub ticket_keys_file: Option<PathBuf>,
+    /// How long a ticket is valid.
+    pub ticket_lifetime: Duration,
 }
 
 /// Which browser origins may read responses.
@@ -560,6 +641,12 @@ pub struct Config {
     /// Edge mode: fill a disk cache from an origin (`[upstream]` and `[storage]`);
     /// `None` serves `content_root`.
     pub cache: Option<CacheSettings>,
+    /// `server.close_after_error`: close the connection after every 4xx/5xx answer
+    /// (off by default: errors keep the connection, so a client costs no new
+    /// handshake for a missing segment).
+    pub close_after_error: bool,
+    /// `[telemetry]`.
+    pub telemetry: TelemetrySettings,
 }
 
 impl Config {
@@ -842,7 +929,14 @@ impl RawConfig {
             ktls: t.ktls,
             ktls_max_bytes_per_connection: nz(t.ktls_max_bytes_per_connection)
                 .expect("checked above"),
+            ticket_keys_file: t.ticket_keys_file,
+            ticket_lifetime: secs(
+                "tls.ticket_lifetime_secs",
+                t.ticket_lifetime_secs,
+                MAX_TICKET_LIFETIME_SECS,
+            )?,
         };
+        let telemetry = validate_telemetry(self.telemetry, &s.state_dir, &invalid)?;
 
         let c = self.cors;
         let allowed_origins = if c.allowed_origins.iter().any(|o| o == "*") {
@@ -1009,8 +1103,78 @@ impl RawConfig {
             tls,
             cors,
             admin_token_file: self.admin.token_file,
+            close_after_error: s.close_after_error,
+            telemetry,
         })
     }
+}
+
+fn validate_telemetry(
+    t: RawTelemetry,
+    state_dir: &Path,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<TelemetrySettings, ConfigError> {
+    let st = t.storm;
+    let range_u32 = |key: &'static str, v: u32, lo: u32, hi: u32| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(key, format!("{v} is out of range: use {lo}..={hi}")))
+        }
+    };
+    if !(st.factor.is_finite() && st.factor > 1.0 && st.factor <= 1000.0) {
+        return Err(invalid(
+            "telemetry.storm.factor",
+            format!("{} is out of range: use a number above 1 and at most 1000", st.factor),
+        ));
+    }
+    if !(st.min_excess_per_sec.is_finite() && (0.0..=1e7).contains(&st.min_excess_per_sec)) {
+        return Err(invalid(
+            "telemetry.storm.min_excess_per_sec",
+            format!("{} is out of range: use 0..=10000000", st.min_excess_per_sec),
+        ));
+    }
+    if !(1..=100_000).contains(&st.retention) {
+        return Err(invalid(
+            "telemetry.storm.retention",
+            format!("{} is out of range: use 1..=100000", st.retention),
+        ));
+    }
+    let storm = web_ui::dashboard::StormSettings {
+        factor: st.factor,
+        min_excess_per_sec: st.min_excess_per_sec,
+        onset_secs: range_u32("telemetry.storm.onset_secs", st.onset_secs, 1, 60)?,
+        end_secs: range_u32("telemetry.storm.end_secs", st.end_secs, 1, 3600)?,
+        warmup_secs: range_u32("telemetry.storm.warmup_secs", st.warmup_secs, 0, 86_400)?,
+        reconnect_window_secs: range_u32(
+            "telemetry.storm.reconnect_window_secs",
+            st.reconnect_window_secs,
+            1,
+            300,
+        )?,
+        baseline_half_life_secs: range_u32(
+            "telemetry.storm.baseline_half_life_secs",
+            st.baseline_half_life_secs,
+            1,
+            86_400,
+        )?,
+        correlation_window_secs: range_u32(
+            "telemetry.storm.correlation_window_secs",
+            st.correlation_window_secs,
+            2,
+            3600,
+        )?,
+        retention: st.retention,
+    };
+    let store = t.store.unwrap_or_else(|| state_dir.join("telemetry"));
+    if store.as_os_str().is_empty() {
+        return Err(invalid("telemetry.store", "must not be empty".into()));
+    }
+    Ok(TelemetrySettings {
+        enabled: t.enabled,
+        store,
+        storm,
+    })
 }
 
 /// Smallest `storage.disks.size_mib`.

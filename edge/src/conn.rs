@@ -35,6 +35,37 @@ pub struct ConnShared {
     /// Where cold ranges of content files are read in (cache containers use their
     /// disk's pool).
     pub cold: ColdReads,
+    /// Handshake, response and connection telemetry.
+    pub telemetry: Arc<web_ui::telemetry::Telemetry>,
+    /// `server.close_after_error`.
+    pub close_after_error: bool,
+}
+
+/// What the keep-alive loop reports about its connection to telemetry.
+struct ConnStats {
+    peer: std::net::IpAddr,
+    requests: u32,
+    last_status: u16,
+    aborted_mid_body: bool,
+}
+
+/// The route class of a request target, for telemetry.
+fn route_class(target: &[u8]) -> web_ui::telemetry::RouteClass {
+    use web_ui::telemetry::RouteClass;
+    let path = target.split(|&b| b == b'?').next().unwrap_or(target);
+    let path = std::str::from_utf8(path).unwrap_or("");
+    match crate::http::media_kind(path) {
+        crate::http::MediaKind::Playlist => RouteClass::Manifest,
+        crate::http::MediaKind::Segment => {
+            let file = path.rsplit('/').next().unwrap_or("");
+            if file.starts_with("init") || file.contains(".init") || file.contains("_init") {
+                RouteClass::Init
+            } else {
+                RouteClass::Segment
+            }
+        }
+        crate::http::MediaKind::Other => RouteClass::Other,
+    }
 }
 
 /// Reading body ranges that are not in the page cache off the event loop.
@@ -132,11 +163,39 @@ async fn send_file_warm<T: Transport>(
 
 /// Serves requests on `t` until the connection should end; returns why it ended.
 /// The caller has already counted the connection as open and closes nothing: the
-/// transport is closed gracefully here where the server chose to end it.
+/// transport is closed gracefully here where the server chose to end it. The
+/// connection is reported to telemetry as opened in `mode` and, at the end, closed
+/// (who closed it, the last status, requests served, a body cut off mid-way).
 pub async fn serve<T: Transport>(
     t: &mut T,
     shared: &ConnShared,
     shutdown: &CancellationToken,
+    peer: std::net::IpAddr,
+    mode: web_ui::telemetry::ConnMode,
+) -> CloseReason {
+    shared.telemetry.opened(mode);
+    let mut stats = ConnStats {
+        peer,
+        requests: 0,
+        last_status: 0,
+        aborted_mid_body: false,
+    };
+    let reason = serve_requests(t, shared, shutdown, &mut stats).await;
+    shared.telemetry.closed(
+        peer,
+        reason.closed_by(),
+        stats.last_status,
+        stats.requests,
+        stats.aborted_mid_body,
+    );
+    reason
+}
+
+async fn serve_requests<T: Transport>(
+    t: &mut T,
+    shared: &ConnShared,
+    shutdown: &CancellationToken,
+    stats: &mut ConnStats,
 ) -> CloseReason {
     let limits = &shared.limits;
     let max_head = limits.max_head_bytes.get();
@@ -159,7 +218,7 @@ pub async fn serve<T: Transport>(
                 match request::parse(&buf[..filled], &head_limits) {
                     Ok(Some(h)) => break h,
                     Ok(None) => {}
-                    Err(e) => return reject(t, shared, &mut scratch, e).await,
+                    Err(e) => return reject(t, shared, &mut scratch, e, stats).await,
                 }
                 if filled == buf.len() {
                     // parse_head reports HeadTooLarge once max_head bytes are buffered.
@@ -198,7 +257,7 @@ pub async fn serve<T: Transport>(
 
         // ---- a request body: we answer without it, then discard it (bounded)
         if head.content_length > MAX_DISCARDED_BODY {
-            return reject(t, shared, &mut scratch, HttpError::BodyTooLarge).await;
+            return reject(t, shared, &mut scratch, HttpError::BodyTooLarge, stats).await;
         }
         if head.content_length > 0 && head.expect_continue && head.minor_version >= 1 {
             // RFC 9110 10.1.1: the client waits for this before sending the body.
@@ -208,6 +267,7 @@ pub async fn serve<T: Transport>(
         }
 
         // ---- answer
+        let started = Instant::now();
         served += 1;
         let wants_more = head.keep_alive() && served < limits.max_requests_per_connection.get();
         let keep_alive = wants_more && !shutdown.is_cancelled();
@@ -221,6 +281,23 @@ pub async fn serve<T: Transport>(
             budget,
             true,
         );
+        if shared.close_after_error
+            && plan.status >= 400
+            && !plan.close
+            && plan.fill.is_none()
+            && plan.hold_until_ms.is_none()
+        {
+            // `server.close_after_error`: answer with `Connection: close`.
+            plan = handler::respond(
+                &head,
+                &buf[..filled],
+                &shared.site,
+                &mut scratch,
+                false,
+                budget,
+                true,
+            );
+        }
         if let Some(until_ms) = plan.hold_until_ms {
             // An LL-HLS blocking playlist request: wait on a timer (no thread, no
             // polling) until its segment is complete or the hold limit passes,
@@ -271,25 +348,57 @@ pub async fn serve<T: Transport>(
                 budget,
             );
         }
+        let cache = match &plan.body {
+            Body::Cached { .. } => Some(true),
+            Body::Fill { .. } => Some(false),
+            _ => None,
+        };
+        let body_len = match &plan.body {
+            Body::File { len, .. } | Body::Cached { len, .. } | Body::Fill { len, .. } => *len,
+            Body::Slice { len, .. } => *len as u64,
+            Body::Static(b) => b.len() as u64,
+            Body::Shared(b) => b.len() as u64,
+            Body::None => 0,
+        };
+        let status = plan.status;
+        stats.requests = served;
+        stats.last_status = status;
+        let sent = send(t, shared, &mut scratch, status, plan.body).await;
+        if shared.telemetry.enabled() {
+            let target = &buf[head.target.clone()];
+            let ua = head.user_agent.clone().map_or(&[][..], |s| &buf[s]);
+            shared.telemetry.response(
+                stats.peer,
+                status,
+                route_class(target),
+                body_len,
+                started.elapsed().as_micros() as u64,
+                cache,
+                target,
+                ua,
+            );
+        }
         let body_in_buf = (filled - head.head_len).min(head.content_length as usize);
         let consumed = head.head_len + body_in_buf;
         let mut body_left = head.content_length - body_in_buf as u64;
         buf.copy_within(consumed..filled, 0);
         filled -= consumed;
 
-        if let Err(reason) = send(t, shared, &mut scratch, plan.status, plan.body).await {
+        if let Err((reason, aborted)) = sent {
+            stats.aborted_mid_body = aborted;
             return reason;
         }
         if plan.close {
             t.close().await;
             // The handler closes only when told to (client wish, request cap,
-            // shutdown), on a 5xx, or when the kTLS byte budget is spent.
+            // shutdown), on a 5xx or an error with `server.close_after_error`, or
+            // when the kTLS byte budget is spent.
             return if !wants_more {
                 CloseReason::Requested
             } else if !keep_alive {
                 CloseReason::Shutdown
-            } else if plan.status >= 500 {
-                CloseReason::IoError
+            } else if status >= 500 || (status >= 400 && shared.close_after_error) {
+                CloseReason::AfterError
             } else {
                 CloseReason::KtlsByteCap
             };
@@ -319,14 +428,15 @@ pub async fn serve<T: Transport>(
 /// The interim response to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Sends a head and its body, counting the response.
+/// Sends a head and its body, counting the response. On failure: why the
+/// connection ends, and whether the client went away mid-response.
 async fn send<T: Transport>(
     t: &mut T,
     shared: &ConnShared,
     scratch: &mut Scratch,
     status: u16,
     body: Body,
-) -> Result<(), CloseReason> {
+) -> Result<(), (CloseReason, bool)> {
     let cold = &shared.cold;
     let result = match &body {
         Body::None => t.write_head(&scratch.head, false).await,
@@ -387,9 +497,15 @@ async fn send<T: Transport>(
             // Cut off a slow reader at once, rather than let its send buffer drain
             // to it for as long again.
             t.reset_on_drop();
-            return Err(CloseReason::SendTimeout);
+            return Err((CloseReason::SendTimeout, false));
         }
-        return Err(CloseReason::IoError);
+        let gone = matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+        );
+        return Err((CloseReason::IoError, gone));
     }
     match body {
         Body::File { len, .. } | Body::Cached { len, .. } => {
@@ -433,8 +549,20 @@ async fn reject<T: Transport>(
     shared: &ConnShared,
     scratch: &mut Scratch,
     err: HttpError,
+    stats: &mut ConnStats,
 ) -> CloseReason {
     let plan = handler::error_response(err, Method::Get, None, &shared.site, scratch, false, None);
+    stats.last_status = plan.status;
+    shared.telemetry.response(
+        stats.peer,
+        plan.status,
+        web_ui::telemetry::RouteClass::Other,
+        0,
+        0,
+        None,
+        b"(unparsed)",
+        b"",
+    );
     if send(t, shared, scratch, plan.status, plan.body)
         .await
         .is_ok()
@@ -450,8 +578,9 @@ pub async fn serve_ktls(
     t: &mut KtlsTransport,
     shared: &ConnShared,
     shutdown: &CancellationToken,
+    peer: std::net::IpAddr,
 ) -> CloseReason {
-    let reason = serve(t, shared, shutdown).await;
+    let reason = serve(t, shared, shutdown, peer, web_ui::telemetry::ConnMode::Ktls).await;
     match t.control {
         Some(crate::transport::KtlsControl::Alert) => {
             // close_notify or a fatal alert: the peer is done; answer and close.

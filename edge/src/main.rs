@@ -95,12 +95,20 @@ struct Demo {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        // The log-storm guard first: it drops repeated lines before they are
+        // formatted (see edge::logging).
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with(edge::logging::LogStormGuard)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -111,6 +119,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config_path = None;
     let (config, demo) = match cli.command {
         Command::Serve { config, check } => {
             let c = Config::load(&config)?;
@@ -126,6 +135,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             message: e.to_string(),
                         },
                     )?;
+                }
+                if let Some(f) = &c.tls.ticket_keys_file {
+                    edge::tickets::FileTicketer::load(f, 60)?;
                 }
                 if let Some(cache) = &c.cache {
                     // What opening the cache would refuse, without creating anything.
@@ -150,6 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}: configuration OK", config.display());
                 return Ok(());
             }
+            config_path = Some(config);
             (c, None)
         }
         Command::Ingest { dir, name, out } => {
@@ -246,7 +259,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             running.spawn_workers(threads - 1)?;
             tracing::info!(threads, "serving");
             println!("{}", running.listening_line());
-            tokio::spawn(wait_for_signals(shutdown));
+            tokio::spawn(wait_for_signals(
+                shutdown,
+                Some(running.reloader()),
+                config_path,
+            ));
             running.wait().await;
             tracing::info!("stopped");
             return Ok(());
@@ -288,7 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             );
         }
-        tokio::spawn(wait_for_signals(shutdown));
+        tokio::spawn(wait_for_signals(shutdown, Some(running.reloader()), None));
         running.wait().await;
         origin.wait().await;
         tracing::info!("stopped");
@@ -296,7 +313,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signals(shutdown: CancellationToken) {
+/// SIGHUP: re-reads `config_path` (or, without one, the files behind the running
+/// config) and applies what can change live; a config that does not load, or that
+/// changes a restart-only key, is refused with a log line and the running config
+/// stays.
+fn reload_on_hup(reloader: &edge::server::Reloader, config_path: Option<&std::path::Path>) {
+    let new = match config_path {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the config does not load; running config kept");
+                return;
+            }
+        },
+        None => reloader.config(),
+    };
+    match reloader.reload(new) {
+        Ok(applied) => tracing::info!(
+            changed = ?applied.live_keys_changed,
+            fleet_ticket_keys = applied.ticket_keys_file,
+            "SIGHUP: reloaded certificates, ticket keys and live settings"
+        ),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused; running config kept"),
+    }
+}
+
+async fn wait_for_signals(
+    shutdown: CancellationToken,
+    reloader: Option<edge::server::Reloader>,
+    config_path: Option<std::path::PathBuf>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -311,7 +357,11 @@ async fn wait_for_signals(shutdown: CancellationToken) {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::warn!("SIGHUP: reloading certificates and ticket keys is not implemented yet; ignoring");
+                if let Some(r) = &reloader {
+                    // Reading files: off the event loop.
+                    let (r, p) = (r.clone(), config_path.clone());
+                    let _ = tokio::task::spawn_blocking(move || reload_on_hup(&r, p.as_deref())).await;
+                }
             }
         }
     }

@@ -31,12 +31,15 @@ pub enum CloseReason {
     SendTimeout,
     /// A read or write failed.
     IoError,
+    /// The server closed after an error answer (a 5xx, or any 4xx/5xx with
+    /// `server.close_after_error`).
+    AfterError,
     /// The server is shutting down.
     Shutdown,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 10] = [
+    const ALL: [CloseReason; 11] = [
         CloseReason::Client,
         CloseReason::IdleTimeout,
         CloseReason::HeaderTimeout,
@@ -46,6 +49,7 @@ impl CloseReason {
         CloseReason::KtlsControl,
         CloseReason::SendTimeout,
         CloseReason::IoError,
+        CloseReason::AfterError,
         CloseReason::Shutdown,
     ];
 
@@ -60,7 +64,26 @@ impl CloseReason {
             CloseReason::KtlsControl => "ktls_control_record",
             CloseReason::SendTimeout => "send_timeout",
             CloseReason::IoError => "io_error",
+            CloseReason::AfterError => "after_error",
             CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Who ended the connection, for telemetry.
+    pub fn closed_by(self) -> web_ui::telemetry::ClosedBy {
+        use web_ui::telemetry::ClosedBy;
+        match self {
+            CloseReason::Client | CloseReason::IoError | CloseReason::KtlsControl => {
+                ClosedBy::Client
+            }
+            CloseReason::Requested => ClosedBy::ClientRequested,
+            CloseReason::IdleTimeout | CloseReason::HeaderTimeout | CloseReason::SendTimeout => {
+                ClosedBy::Timeout
+            }
+            CloseReason::FramingError
+            | CloseReason::KtlsByteCap
+            | CloseReason::AfterError
+            | CloseReason::Shutdown => ClosedBy::Server,
         }
     }
 }
@@ -170,7 +193,7 @@ pub struct Metrics {
     ktls_setup_failures: [IntCounter; 3],
     body_bytes: [IntCounter; 3],
     responses: [[IntCounter; 4]; 5],
-    closes: [IntCounter; 10],
+    closes: [IntCounter; 11],
     /// 1 when the start-up probe found kTLS usable and the config allows it.
     pub ktls_enabled: IntGauge,
 }

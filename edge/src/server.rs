@@ -62,6 +62,9 @@ pub enum StartError {
     /// The cache could not start (`[storage]`, `[upstream]`): names the path.
     #[error("{0}")]
     Cache(String),
+    /// The telemetry store (`telemetry.store`) could not be opened.
+    #[error("{0}")]
+    Telemetry(String),
     /// The content root is not a readable directory.
     #[error("content.root {path}: {reason}")]
     ContentRoot {
@@ -89,6 +92,53 @@ pub struct Running {
     grace: Duration,
     ctx: Arc<ServerCtx>,
     cache: Option<Arc<crate::cache::EdgeCache>>,
+    live: Arc<std::sync::Mutex<crate::reload::Live>>,
+}
+
+/// Reloads a running server's live settings (see [`crate::reload`]).
+#[derive(Clone)]
+pub struct Reloader {
+    live: Arc<std::sync::Mutex<crate::reload::Live>>,
+    ctx: Arc<ServerCtx>,
+    ktls_any: bool,
+}
+
+impl Reloader {
+    /// Applies `new` (a re-read config file) without dropping a connection: the
+    /// certificate, the ticket keys, the cipher suites and the storm thresholds
+    /// change; anything else that differs is refused (the running config stays) and
+    /// named. New TLS material is fully loaded before it replaces the old, so a bad
+    /// file changes nothing. Established connections keep their session; the TLS 1.2
+    /// session cache survives.
+    pub fn reload(
+        &self,
+        new: crate::config::Config,
+    ) -> Result<crate::reload::Applied, crate::reload::ReloadError> {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let needs_restart = crate::reload::restart_keys_changed(&live.config, &new);
+        if !needs_restart.is_empty() {
+            return Err(crate::reload::ReloadError::NeedsRestart(needs_restart));
+        }
+        let tls_config = tls::build(&new.tls, &new.state_dir, self.ktls_any, &live.resumption)?;
+        self.ctx.tls_config.store(tls_config);
+        live.dashboard.set_settings(new.telemetry.storm.clone());
+        live.admin.set_config(crate::reload::config_json(&new));
+        let applied = crate::reload::Applied {
+            ticket_keys_file: new.tls.ticket_keys_file.is_some(),
+            live_keys_changed: crate::reload::live_keys_changed(&live.config, &new),
+        };
+        live.config = new;
+        Ok(applied)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> crate::config::Config {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config
+            .clone()
+    }
 }
 
 impl Running {
@@ -163,6 +213,23 @@ impl Running {
         Ok(())
     }
 
+    /// Applies `new` (a re-read config file); see [`Reloader::reload`].
+    pub fn reload(
+        &self,
+        new: crate::config::Config,
+    ) -> Result<crate::reload::Applied, crate::reload::ReloadError> {
+        self.reloader().reload(new)
+    }
+
+    /// A handle that reloads this server (for the SIGHUP handler), valid while it runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            live: self.live.clone(),
+            ctx: self.ctx.clone(),
+            ktls_any: self.ktls.any(),
+        }
+    }
+
     /// The one line printed on stdout once listening (tests and scripts parse it).
     pub fn listening_line(&self) -> String {
         let http = self
@@ -200,7 +267,8 @@ impl Running {
 
 struct ServerCtx {
     conn: ConnShared,
-    tls_config: Arc<rustls::ServerConfig>,
+    /// Swapped whole by a reload; a handshake uses the one current when it starts.
+    tls_config: arc_swap::ArcSwap<rustls::ServerConfig>,
     ktls: KtlsSupport,
     ktls_max_bytes: u64,
     pool: Arc<BufferPool>,
@@ -231,7 +299,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         );
     }
     tls::ensure_private_dir(&config.state_dir)?;
-    let (certs, key) = tls::load_or_generate(config.tls.cert_and_key.as_ref(), &config.state_dir)?;
     let ktls = match config.tls.ktls {
         KtlsMode::Off => KtlsSupport::none("disabled by tls.ktls = \"off\""),
         KtlsMode::Auto | KtlsMode::Require => tokio::task::spawn_blocking(offload::probe)
@@ -242,12 +309,33 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if config.tls.ktls == KtlsMode::Require && !ktls.any() {
         return Err(StartError::KtlsRequired(ktls.to_string()));
     }
-    let tls_config =
-        tls::server_config(certs, key, ktls.any(), config.tls.cipher_suites.as_deref())?;
+    let resumption = tls::Resumption::default();
+    let tls_config = tls::build(&config.tls, &config.state_dir, ktls.any(), &resumption)?;
     let token = tls::admin_token(config.admin_token_file.as_deref(), &config.state_dir)?;
 
     let metrics = Arc::new(Metrics::new());
     metrics.ktls_enabled.set(i64::from(ktls.any()));
+    let telemetry = Arc::new(web_ui::telemetry::Telemetry::new(config.telemetry.enabled));
+    if config.cache.is_some() {
+        telemetry.set_has_cache();
+    }
+    let _ = metrics
+        .registry()
+        .register(Box::new(telemetry.collector()));
+    let dashboard = {
+        let (t, settings, store) = (
+            telemetry.clone(),
+            config.telemetry.storm.clone(),
+            config.telemetry.store.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            web_ui::dashboard::Dashboard::open(t, settings, Some(&store))
+        })
+        .await
+        .map_err(|_| StartError::Worker("opening the telemetry store panicked".into()))?
+        .map_err(|e| StartError::Telemetry(e.to_string()))?
+    };
+    let dashboard = Arc::new(dashboard);
     let catalog = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || Catalog::build(&config))
@@ -352,8 +440,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 content_pool,
                 counter: cold_reads,
             },
+            telemetry: telemetry.clone(),
+            close_after_error: config.close_after_error,
         },
-        tls_config,
+        tls_config: arc_swap::ArcSwap::new(tls_config),
         ktls: ktls.clone(),
         ktls_max_bytes: config.tls.ktls_max_bytes_per_connection.get(),
         pool: Arc::new(BufferPool::new(
@@ -365,14 +455,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: shutdown.clone(),
     });
 
-    let mut admin_state = web_ui::AdminState::new(metrics.registry().clone(), token);
+    let mut admin_state = web_ui::AdminState::new(metrics.registry().clone(), token)
+        .with_dashboard(dashboard.clone());
     if let Some(c) = &edge_cache {
         admin_state = admin_state.with_purge(c.clone());
     }
     let admin_state = Arc::new(admin_state);
+    admin_state.set_config(crate::reload::config_json(&config));
+    tasks.spawn(dashboard.clone().run(shutdown.clone()));
     let admin_shutdown = shutdown.clone();
+    let admin_for_listener = admin_state.clone();
     tasks.spawn(async move {
-        if let Err(e) = web_ui::serve(admin_listener, admin_state, admin_shutdown).await {
+        if let Err(e) = web_ui::serve(admin_listener, admin_for_listener, admin_shutdown).await {
             tracing::error!(error = %e, "admin listener failed");
         }
     });
@@ -393,6 +487,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         grace: config.shutdown_grace,
         ctx,
         cache: edge_cache,
+        live: Arc::new(std::sync::Mutex::new(crate::reload::Live {
+            config,
+            resumption,
+            admin: admin_state,
+            dashboard,
+        })),
     })
 }
 
@@ -485,13 +585,23 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
             let metrics = &ctx2.conn.metrics;
             metrics.open.inc();
             let _open = OpenGuard(metrics);
+            let ip = peer.ip().to_canonical();
             let reason = if is_tls {
                 metrics.accepted_tls.inc();
-                serve_tls(stream, &ctx2).await
+                serve_tls(stream, &ctx2, ip).await
             } else {
                 metrics.accepted_http.inc();
                 let mut t = PlainTransport::new(stream, &ctx2.conn.limits);
-                Some(conn::serve(&mut t, &ctx2.conn, &ctx2.shutdown).await)
+                Some(
+                    conn::serve(
+                        &mut t,
+                        &ctx2.conn,
+                        &ctx2.shutdown,
+                        ip,
+                        web_ui::telemetry::ConnMode::Plain,
+                    )
+                    .await,
+                )
             };
             if let Some(r) = reason {
                 metrics.closed(r);
@@ -541,26 +651,65 @@ async fn handshake(
 
 /// Handshake, the offload decision, then the request loop. `None` when the
 /// connection never got to HTTP (failed handshake or hand-over).
-async fn serve_tls(stream: TcpStream, ctx: &ServerCtx) -> Option<CloseReason> {
+async fn serve_tls(stream: TcpStream, ctx: &ServerCtx, ip: std::net::IpAddr) -> Option<CloseReason> {
+    use web_ui::telemetry::{ConnMode, HandshakeFailure, HandshakeInfo};
     let metrics = &ctx.conn.metrics;
+    let telemetry = &ctx.conn.telemetry;
     let limits = &ctx.conn.limits;
-    let accept = handshake(ktls::CorkStream::new(stream), ctx.tls_config.clone());
-    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, accept).await {
+    let deadline = tokio::time::Instant::now() + limits.tls_handshake_timeout;
+    // The handshake's duration counts from the first ClientHello byte.
+    if tokio::time::timeout_at(deadline, stream.readable()).await.is_err() {
+        metrics.handshake_failed_timeout.inc();
+        telemetry.handshake_failed(HandshakeFailure::Timeout);
+        return None;
+    }
+    let began = std::time::Instant::now();
+    let accept = handshake(ktls::CorkStream::new(stream), ctx.tls_config.load_full());
+    let tls = match tokio::time::timeout_at(deadline, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             metrics.handshake_failed_error.inc();
+            telemetry.handshake_failed(match e.kind() {
+                std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe => HandshakeFailure::Eof,
+                _ if e.to_string().contains("ALPN") => HandshakeFailure::NoAlpn,
+                _ => HandshakeFailure::Protocol,
+            });
             tracing::debug!(error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
             metrics.handshake_failed_timeout.inc();
+            telemetry.handshake_failed(HandshakeFailure::Timeout);
             return None;
         }
     };
     let (_, session) = tls.get_ref();
-    match session.handshake_kind() {
-        Some(HandshakeKind::Resumed) => metrics.handshakes_resumed.inc(),
-        _ => metrics.handshakes_full.inc(),
+    let resumed = session.handshake_kind() == Some(HandshakeKind::Resumed);
+    if resumed {
+        metrics.handshakes_resumed.inc();
+    } else {
+        metrics.handshakes_full.inc();
+    }
+    if telemetry.enabled() {
+        telemetry.handshake(
+            ip,
+            &HandshakeInfo {
+                version: session.protocol_version().map_or(0, u16::from),
+                suite: session
+                    .negotiated_cipher_suite()
+                    .map_or(0, |s| u16::from(s.suite())),
+                group: session
+                    .negotiated_key_exchange_group()
+                    .map_or(0, |g| u16::from(g.name())),
+                resumed,
+                micros: began.elapsed().as_micros() as u64,
+                sni: u8::from(session.server_name().is_some()),
+                alpn_http11: session.alpn_protocol() == Some(b"http/1.1"),
+            },
+        );
     }
     let offload = ctx.ktls.any()
         && session
@@ -574,7 +723,7 @@ async fn serve_tls(stream: TcpStream, ctx: &ServerCtx) -> Option<CloseReason> {
             Handover::Offloaded { stream, drained } => {
                 metrics.tls_ktls.inc();
                 let mut t = KtlsTransport::new(stream, drained, limits, ctx.ktls_max_bytes);
-                return Some(conn::serve_ktls(&mut t, &ctx.conn, &ctx.shutdown).await);
+                return Some(conn::serve_ktls(&mut t, &ctx.conn, &ctx.shutdown, ip).await);
             }
             Handover::Declined { tls, error } => {
                 metrics.ktls_setup_failed(KtlsSetupFailure::UlpRefused);
@@ -584,6 +733,7 @@ async fn serve_tls(stream: TcpStream, ctx: &ServerCtx) -> Option<CloseReason> {
             Handover::PeerGone(reason) => return Some(reason),
             Handover::Lost { failure, error } => {
                 metrics.ktls_setup_failed(failure);
+                telemetry.handshake_failed(HandshakeFailure::KtlsSetup);
                 if crate::metrics::KTLS_HANDOVER_LOG.allow() {
                     tracing::warn!(%error, "kTLS hand-over failed; connection lost (rate-limited)");
                 }
@@ -595,5 +745,5 @@ async fn serve_tls(stream: TcpStream, ctx: &ServerCtx) -> Option<CloseReason> {
     };
     metrics.tls_userspace.inc();
     let mut t = RustlsTransport::new(tls, ctx.pool.clone(), limits);
-    Some(conn::serve(&mut t, &ctx.conn, &ctx.shutdown).await)
+    Some(conn::serve(&mut t, &ctx.conn, &ctx.shutdown, ip, ConnMode::UserspaceTls).await)
 }

@@ -41,6 +41,9 @@ pub enum TlsError {
     /// Certificate generation failed.
     #[error("generating a self-signed certificate: {0}")]
     Generate(String),
+    /// The session ticket key file was refused.
+    #[error(transparent)]
+    TicketKeys(#[from] crate::tickets::TicketKeyError),
     /// `tls.cipher_suites` leaves no suite the certificate's key can sign for.
     #[error(
         "tls.cipher_suites: no suite listed can be used with the certificate's {algorithm} key: \
@@ -165,9 +168,50 @@ pub fn load_or_generate(
     Ok((certs, key))
 }
 
+/// What a server configuration is built from besides the certificate: the pieces
+/// that outlive a reload.
+pub struct Resumption {
+    /// The TLS 1.2 session-id cache, shared by every configuration a reload builds so
+    /// that sessions survive it.
+    pub sessions: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+impl Default for Resumption {
+    fn default() -> Self {
+        Self {
+            sessions: ServerSessionMemoryCache::new(32 * 1024),
+        }
+    }
+}
+
+/// Builds the whole rustls configuration `tls` describes: certificate and key (read,
+/// or generated in `state_dir`), the ticket keys (from `tls.ticket_keys_file`, or
+/// made in memory), the suites. Used at start-up and on every reload.
+pub fn build(
+    tls: &crate::config::TlsSettings,
+    state_dir: &Path,
+    allow_secret_extraction: bool,
+    resumption: &Resumption,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let (certs, key) = load_or_generate(tls.cert_and_key.as_ref(), state_dir)?;
+    let lifetime = u32::try_from(tls.ticket_lifetime.as_secs()).unwrap_or(u32::MAX);
+    let ticketer: Arc<dyn rustls::server::ProducesTickets> = match &tls.ticket_keys_file {
+        Some(f) => Arc::new(crate::tickets::FileTicketer::load(f, lifetime)?),
+        None => rustls::crypto::ring::Ticketer::new()?,
+    };
+    server_config(
+        certs,
+        key,
+        allow_secret_extraction,
+        tls.cipher_suites.as_deref(),
+        ticketer,
+        resumption.sessions.clone(),
+    )
+}
+
 /// The rustls server configuration: TLS 1.2 and 1.3, ALPN `http/1.1`, stateless
-/// session tickets plus a session cache for resumption, and secret extraction when
-/// connections may be handed to kTLS.
+/// session tickets sealed by `ticketer` plus the session cache `sessions` for
+/// resumption, and secret extraction when connections may be handed to kTLS.
 ///
 /// `cipher_suites` restricts the offered suites (`None`: all of the provider's).
 pub fn server_config(
@@ -175,6 +219,8 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     allow_secret_extraction: bool,
     cipher_suites: Option<&[rustls::CipherSuite]>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     check_suites_for_key(&key, cipher_suites)?;
     let mut provider = rustls::crypto::ring::default_provider();
@@ -190,8 +236,8 @@ pub fn server_config(
             .with_no_client_auth();
     let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.session_storage = ServerSessionMemoryCache::new(32 * 1024);
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.session_storage = sessions;
+    config.ticketer = ticketer;
     config.enable_secret_extraction = allow_secret_extraction;
     Ok(Arc::new(config))
 }
@@ -252,7 +298,15 @@ mod tests {
             & 0o777;
         assert_eq!(mode, 0o600);
         let (certs, key) = load_or_generate(None, &d).unwrap();
-        server_config(certs, key, true, None).unwrap();
+        server_config(
+            certs,
+            key,
+            true,
+            None,
+            rustls::crypto::ring::Ticketer::new().unwrap(),
+            Resumption::default().sessions,
+        )
+        .unwrap();
         fs::remove_dir_all(&d).ok();
     }
 

@@ -795,7 +795,7 @@ impl Dashboard {
             "versions": named(&[(0x0303, "TLSv1_2"), (0x0304, "TLSv1_3")], &t.versions),
             "ciphers": named(&SUITES, &t.suites),
             "groups": named(&GROUPS, &t.groups),
-            "sni": {"absent": ld(&t.sni[0]), "name": ld(&t.sni[1]), "ip_literal": ld(&t.sni[2])},
+            "sni": {"absent": ld(&t.sni[0]), "name": ld(&t.sni[1]), "ip_literal": ld(&crate::telemetry::SNI_IP_LITERAL)},
             "alpn": {"http/1.1": ld(&t.alpn_http11), "none": ld(&t.alpn_none)},
         })
     }

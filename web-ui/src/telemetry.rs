@@ -19,6 +19,12 @@ use crossbeam_queue::ArrayQueue;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 
+/// Handshakes whose client sent an IP literal as SNI (rustls ignores it and logs a
+/// warning, which edge's log limiter counts here). Process-wide.
+pub static SNI_IP_LITERAL: AtomicU64 = AtomicU64::new(0);
+/// INFO/WARN/ERROR log lines dropped by edge's per-source log rate limit.
+pub static LOG_LINES_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
 /// How many events the queue holds; the aggregator drains it every 100 ms.
 pub const EVENT_QUEUE_CAPACITY: usize = 16 * 1024;
 
@@ -746,8 +752,16 @@ impl Collector for TelemetryCollector {
             SNI_LABELS
                 .iter()
                 .zip(t.sni.iter())
-                .map(|(l, a)| (vec![("sni", l.to_string())], ld(a)))
+                .map(|(l, a)| {
+                    let n = if *l == "ip_literal" { ld(&SNI_IP_LITERAL) } else { ld(a) };
+                    (vec![("sni", l.to_string())], n)
+                })
                 .collect(),
+        ));
+        out.push(counter_family(
+            "edge_log_lines_suppressed_total",
+            "INFO/WARN/ERROR log lines dropped by the per-source rate limit (10 per 10 s)",
+            vec![(vec![], ld(&LOG_LINES_SUPPRESSED))],
         ));
         out.push(counter_family(
             "edge_tls_handshakes_by_alpn_total",

@@ -53,6 +53,8 @@ pub struct RequestHead {
     pub target_too_long: bool,
     /// `Origin`.
     pub origin: Option<Span>,
+    /// `User-Agent` (telemetry only).
+    pub user_agent: Option<Span>,
     /// `Access-Control-Request-Method`.
     pub ac_request_method: Option<Span>,
     /// `Access-Control-Request-Headers`.
@@ -263,6 +265,8 @@ fn finish(
             head.if_range = Some(span(value));
         } else if name.eq_ignore_ascii_case("origin") {
             head.origin = Some(span(value));
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            head.user_agent = Some(span(value));
         } else if name.eq_ignore_ascii_case("access-control-request-method") {
             head.ac_request_method = Some(span(value));
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
