@@ -84,6 +84,8 @@ function when(tms) {
 function live(e, value, format, empty = 'n/a') {
   if (isNum(value)) { e.textContent = format(value); e.dataset.live = String(value); }
   else { e.textContent = empty; delete e.dataset.live; }
+  const unit = e.nextElementSibling;  // a card's unit goes with the number
+  if (unit && unit.classList.contains('unit')) unit.hidden = !isNum(value);
 }
 
 /** A labelled number card appended to `parent`, `unit` shown small after the value;
