@@ -172,8 +172,9 @@ function resSelect() {
   return h('label', { class: 'res' }, 'Charts: ', sel);
 }
 
-/** Fetches /api/series at the chosen resolution; adds `step` (seconds per point) and
- *  `rate(col)`, the column divided by `step` (so per-minute counts become per-second rates). */
+/** Fetches /api/series at the chosen resolution; adds `step` (seconds per point),
+ *  `rate(col)`, the column divided by `step` (so per-minute counts become per-second rates),
+ *  and `sum(a, b)`, two columns added point by point (null where both are null). */
 async function series() {
   const s = await api('/api/series?res=' + res);
   s.step = s.res === 'm' ? 60 : 1;
@@ -187,6 +188,20 @@ async function series() {
 const AXIS = { stroke: '#9aa6b8', grid: { stroke: 'rgba(255,255,255,0.07)', width: 1 },
   ticks: { stroke: 'rgba(255,255,255,0.15)', width: 1 } };
 const charts = [];
+
+/** x-axis tick labels (local time): HH:MM:SS when ticks are under a minute apart, else
+ *  HH:MM; the first tick and the first of each new day get the date on a second line. */
+function timeTicks(u, splits, axisIdx, space, incr) {
+  const p = n => String(n).padStart(2, '0');
+  let lastDay = '';
+  return splits.map(t => {
+    const d = new Date(t * 1000), day = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
+    let l = `${p(d.getHours())}:${p(d.getMinutes())}` + (incr < 60 ? `:${p(d.getSeconds())}` : '');
+    if (day !== lastDay) l += '\n' + day;
+    lastDay = day;
+    return l;
+  });
+}
 
 /** A uPlot time-series chart in a `.chart` container inside a titled panel. `ys` are the y
  *  series ({label, color, fill?}), `unit` goes after legend values. `shade`, if given,
@@ -206,7 +221,7 @@ class Chart {
       width: this.box.clientWidth || 600, height: CHART_HEIGHT,
       cursor: { drag: { x: false, y: false } },  // no zoom: every refresh would reset it
       scales: { x: { time: true }, y: { range: (_, min, max) => [0, isNum(max) && max > 0 ? max * 1.1 : 1] } },
-      axes: [AXIS, { ...AXIS, size: 52, values: (_, vals) => vals.map(short) }],
+      axes: [{ ...AXIS, space: 64, values: timeTicks }, { ...AXIS, size: 52, values: (_, vals) => vals.map(short) }],
       series: [{ value: (_, t) => (t == null ? '–' : when(t * 1000)) },
         ...this.ys.map(y => ({ label: y.label, stroke: y.color, width: 1.5, fill: y.fill || null,
           points: { show: false }, value: (_, v) => (v == null ? '–' : short(v) + u) }))],
@@ -334,7 +349,7 @@ const stormLink = (st, text) => h('a', { href: '/storms?id=' + encodeURIComponen
 const topList = (pairs, n = 2) => (pairs || []).slice(0, n).map(([k, c]) => `${k} ×${int(c)}`).join(', ') || '–';
 
 /** The cause name with its explanation as a tooltip. */
-const causeCell = c => h('span', { class: 'cause', title: CAUSES[c] || '', text: c || '–' });
+const causeCell = c => h('span', { class: 'cause', title: CAUSES[c] || '' }, breakable(c || '–'));
 
 function stormsPage(main) {
   main.append(h('div', { class: 'page-head' }, h('h2', { text: 'Handshake storms' }), resSelect()));
