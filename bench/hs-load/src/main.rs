@@ -35,7 +35,8 @@
 //!
 //! Output, one line of `key=value` on stdout:
 //! `mode=.. handshakes=N secs=S rate=R hs_p50_ms=.. hs_p99_ms=.. req_p50_ms=..
-//! req_p99_ms=.. resumed=N errors=N unclean_eof=N client_cpu_s=.. [server_cpu_s=..]
+//! req_p99_ms=.. resumed=N errors=N unclean_eof=N client_cpu_s=.. [server_cpu_s=..
+//! server_sys_s=..]
 //! version=.. suite=.. kx=..`. `handshakes` counts timed connections that completed
 //! (handshake and a checked 200 response); latencies are over those. `errors` counts
 //! timed connections that failed (refused, reset, TLS failure, timeout, non-200),
@@ -43,7 +44,9 @@
 //! `unclean_eof` counts complete responses whose connection ended without a TLS
 //! close_notify (accepted, not errors). `client_cpu_s` is this process's CPU time
 //! (utime+stime) over the measured window, `server_cpu_s` the same summed over
-//! `--server-pids`: both from `/proc/PID/stat` at the window's start and end.
+//! `--server-pids` (`server_sys_s`: its stime part, the kernel's share, which on
+//! loopback includes much of the TCP work): all from `/proc/PID/stat` at the
+//! window's start and end.
 //!
 //! Exit status: 0; 1 when no timed connection completed or a resumed mode resumed
 //! under 99 %; 2 on bad arguments or setup failure (including a failed priming
@@ -485,7 +488,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     stats.req_us.sort_unstable();
     let handshakes = stats.hs_us.len() as u64;
     let tck = args.clk_tck as f64;
-    let client_cpu_s = cpu_after.client.saturating_sub(cpu_before.client) as f64 / tck;
+    let client_cpu_s = cpu_after.client.since(cpu_before.client).total() as f64 / tck;
     let mut line = format!(
         "mode={} handshakes={handshakes} secs={secs:.3} rate={:.1} hs_p50_ms={:.3} hs_p99_ms={:.3} \
          req_p50_ms={:.3} req_p99_ms={:.3} resumed={} errors={} unclean_eof={} client_cpu_s={client_cpu_s:.2}",
@@ -500,8 +503,12 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         stats.unclean_eof,
     );
     if !args.server_pids.is_empty() {
-        let server = cpu_after.server.saturating_sub(cpu_before.server) as f64 / tck;
-        line.push_str(&format!(" server_cpu_s={server:.2}"));
+        let server = cpu_after.server.since(cpu_before.server);
+        line.push_str(&format!(
+            " server_cpu_s={:.2} server_sys_s={:.2}",
+            server.total() as f64 / tck,
+            server.sys as f64 / tck
+        ));
     }
     let neg = stats.negotiated.clone().unwrap_or(Negotiated {
         version: "none".into(),
@@ -749,12 +756,36 @@ fn content_length(head: &[u8]) -> Result<Option<u64>, String> {
     Ok(None)
 }
 
-/// CPU clock ticks (utime+stime) of this process and of the server processes.
+/// User and system CPU time, in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Ticks {
+    /// utime.
+    user: u64,
+    /// stime.
+    sys: u64,
+}
+
+impl Ticks {
+    /// user + sys.
+    fn total(self) -> u64 {
+        self.user + self.sys
+    }
+
+    /// The time spent from `before` to `self` (0 where a counter went backwards).
+    fn since(self, before: Ticks) -> Ticks {
+        Ticks {
+            user: self.user.saturating_sub(before.user),
+            sys: self.sys.saturating_sub(before.sys),
+        }
+    }
+}
+
+/// CPU time of this process and of the server processes.
 struct CpuTimes {
     /// This process.
-    client: u64,
+    client: Ticks,
     /// The `--server-pids`, summed.
-    server: u64,
+    server: Ticks,
 }
 
 impl CpuTimes {
@@ -762,30 +793,33 @@ impl CpuTimes {
     /// pid).
     fn read(server_pids: &[u32]) -> Result<Self, String> {
         let client = proc_cpu_ticks("self").map_err(|e| format!("/proc/self/stat: {e}"))?;
-        let mut server = 0;
+        let mut server = Ticks::default();
         for pid in server_pids {
-            server += proc_cpu_ticks(&pid.to_string())
+            let t = proc_cpu_ticks(&pid.to_string())
                 .map_err(|e| format!("/proc/{pid}/stat (--server-pids): {e}"))?;
+            server.user += t.user;
+            server.sys += t.sys;
         }
         Ok(CpuTimes { client, server })
     }
 }
 
-/// utime+stime of `/proc/<pid>/stat` (all the process's threads), in clock ticks.
-fn proc_cpu_ticks(pid: &str) -> Result<u64, String> {
+/// utime and stime of `/proc/<pid>/stat` (all the process's threads).
+fn proc_cpu_ticks(pid: &str) -> Result<Ticks, String> {
     let stat =
         fs::read_to_string(Path::new("/proc").join(pid).join("stat")).map_err(|e| e.to_string())?;
     parse_stat_ticks(&stat).ok_or_else(|| "unexpected format".into())
 }
 
-/// utime+stime from the text of a `/proc/<pid>/stat` (fields 14 and 15; the command
-/// name in parentheses may hold spaces, so fields count from its closing `)`).
-fn parse_stat_ticks(stat: &str) -> Option<u64> {
+/// utime and stime from the text of a `/proc/<pid>/stat` (fields 14 and 15; the
+/// command name in parentheses may hold spaces, so fields count from its closing `)`).
+fn parse_stat_ticks(stat: &str) -> Option<Ticks> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some(Ticks {
+        user: fields.get(11)?.parse().ok()?,
+        sys: fields.get(12)?.parse().ok()?,
+    })
 }
 
 /// The client TLS config for `mode` (one protocol version, ALPN `http/1.1`): roots
@@ -915,7 +949,7 @@ mod tests {
     #[test]
     fn stat_ticks_after_command_name_with_spaces() {
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 10 0 0";
-        assert_eq!(parse_stat_ticks(stat), Some(22));
+        assert_eq!(parse_stat_ticks(stat), Some(Ticks { user: 17, sys: 5 }));
         assert_eq!(parse_stat_ticks("42 (x) S 1"), None);
     }
 
