@@ -1119,19 +1119,28 @@ fn validate_telemetry(
         if (lo..=hi).contains(&v) {
             Ok(v)
         } else {
-            Err(invalid(key, format!("{v} is out of range: use {lo}..={hi}")))
+            Err(invalid(
+                key,
+                format!("{v} is out of range: use {lo}..={hi}"),
+            ))
         }
     };
     if !(st.factor.is_finite() && st.factor > 1.0 && st.factor <= 1000.0) {
         return Err(invalid(
             "telemetry.storm.factor",
-            format!("{} is out of range: use a number above 1 and at most 1000", st.factor),
+            format!(
+                "{} is out of range: use a number above 1 and at most 1000",
+                st.factor
+            ),
         ));
     }
     if !(st.min_excess_per_sec.is_finite() && (0.0..=1e7).contains(&st.min_excess_per_sec)) {
         return Err(invalid(
             "telemetry.storm.min_excess_per_sec",
-            format!("{} is out of range: use 0..=10000000", st.min_excess_per_sec),
+            format!(
+                "{} is out of range: use 0..=10000000",
+                st.min_excess_per_sec
+            ),
         ));
     }
     if !(1..=100_000).contains(&st.retention) {

@@ -207,6 +207,7 @@ pub fn banner(
     root: &Path,
     state_dir: &Path,
     signed_path: &str,
+    admin_token: &str,
 ) -> String {
     let base = format!("https://{tls}");
     let hls = |p: &str| format!("{base}/player.html?lib=hlsjs&src={p}");
@@ -230,6 +231,7 @@ pub fn banner(
         "  ffmpeg's own files, served as files:".to_string(),
         format!("  HLS (TS):         {}", hls("/content/hls_ts/master.m3u8")),
         format!("  DASH:             {}", dash("/content/dash/manifest.mpd")),
+        format!("  admin UI:         http://{admin}/login?token={admin_token}   (token generated for this run; loopback only)"),
         format!(
             "  metrics:          curl -H \"Authorization: Bearer $(cat {}/admin.token)\" http://{admin}/metrics | grep edge_cache",
             state_dir.display()

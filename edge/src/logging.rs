@@ -115,6 +115,9 @@ mod tests {
         let passed = (0..100).filter(|_| allow(key, now)).count() as u64;
         assert_eq!(passed, BURST);
         assert!(SUPPRESSED.load(Relaxed) - before >= 100 - BURST);
-        assert!(allow(key, now + WINDOW_SECS), "a new window lets lines through");
+        assert!(
+            allow(key, now + WINDOW_SECS),
+            "a new window lets lines through"
+        );
     }
 }

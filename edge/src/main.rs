@@ -281,6 +281,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &demo.state_dir,
             demo.cache_mib,
         )?;
+        // A fresh admin token for every demo run (printed in the banner).
+        let _ = std::fs::remove_file(demo.state_dir.join("admin.token"));
         let running = edge::server::start(edge_config, shutdown.clone()).await?;
         running.spawn_workers(threads - 1)?;
         tracing::info!(threads, "serving");
@@ -301,7 +303,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     origin_http,
                     &root,
                     &state_dir,
-                    &signed
+                    &signed,
+                    std::fs::read_to_string(state_dir.join("admin.token"))?.trim(),
                 )
             );
         }

@@ -63,8 +63,14 @@ fn restart_fields(c: &Config) -> Vec<(&'static str, String)> {
         ("server.admin_listen", format!("{:?}", c.admin_listen)),
         ("server.state_dir", format!("{:?}", c.state_dir)),
         ("server.worker_threads", format!("{:?}", c.worker_threads)),
-        ("server.shutdown_grace_secs", format!("{:?}", c.shutdown_grace)),
-        ("server.close_after_error", format!("{:?}", c.close_after_error)),
+        (
+            "server.shutdown_grace_secs",
+            format!("{:?}", c.shutdown_grace),
+        ),
+        (
+            "server.close_after_error",
+            format!("{:?}", c.close_after_error),
+        ),
         ("content.root", format!("{:?}", c.content_root)),
         ("content.symlinks", format!("{:?}", c.symlinks)),
         ("limits", format!("{:?}", c.limits)),
@@ -245,7 +251,10 @@ mod tests {
             vec!["tls.ticket_lifetime_secs", "telemetry.storm"]
         );
         let c = cfg("tls_listen = \"127.0.0.1:1\"\n[limits]\nmax_connections = 10\n");
-        assert_eq!(restart_keys_changed(&a, &c), vec!["server.tls_listen", "limits"]);
+        assert_eq!(
+            restart_keys_changed(&a, &c),
+            vec!["server.tls_listen", "limits"]
+        );
     }
 
     #[test]
@@ -261,7 +270,10 @@ mod tests {
     fn config_json_hides_secrets() {
         let v = config_json(&cfg(""));
         let text = v.to_string();
-        assert!(text.contains("\"admin\":{\"token\":\"<redacted>\"}"), "{text}");
+        assert!(
+            text.contains("\"admin\":{\"token\":\"<redacted>\"}"),
+            "{text}"
+        );
         assert!(v["reloadable"].as_array().unwrap().len() >= 5);
     }
 }

@@ -319,9 +319,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if config.cache.is_some() {
         telemetry.set_has_cache();
     }
-    let _ = metrics
-        .registry()
-        .register(Box::new(telemetry.collector()));
+    let _ = metrics.registry().register(Box::new(telemetry.collector()));
     let dashboard = {
         let (t, settings, store) = (
             telemetry.clone(),
@@ -651,14 +649,21 @@ async fn handshake(
 
 /// Handshake, the offload decision, then the request loop. `None` when the
 /// connection never got to HTTP (failed handshake or hand-over).
-async fn serve_tls(stream: TcpStream, ctx: &ServerCtx, ip: std::net::IpAddr) -> Option<CloseReason> {
+async fn serve_tls(
+    stream: TcpStream,
+    ctx: &ServerCtx,
+    ip: std::net::IpAddr,
+) -> Option<CloseReason> {
     use web_ui::telemetry::{ConnMode, HandshakeFailure, HandshakeInfo};
     let metrics = &ctx.conn.metrics;
     let telemetry = &ctx.conn.telemetry;
     let limits = &ctx.conn.limits;
     let deadline = tokio::time::Instant::now() + limits.tls_handshake_timeout;
     // The handshake's duration counts from the first ClientHello byte.
-    if tokio::time::timeout_at(deadline, stream.readable()).await.is_err() {
+    if tokio::time::timeout_at(deadline, stream.readable())
+        .await
+        .is_err()
+    {
         metrics.handshake_failed_timeout.inc();
         telemetry.handshake_failed(HandshakeFailure::Timeout);
         return None;

@@ -98,18 +98,14 @@ impl FileTicketer {
     /// Reads and checks `path`; tickets live `lifetime_secs`.
     pub fn load(path: &Path, lifetime_secs: u32) -> Result<Self, TicketKeyError> {
         let p = || path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|source| TicketKeyError::Io {
-            path: p(),
-            source,
-        })?;
+        let meta =
+            std::fs::metadata(path).map_err(|source| TicketKeyError::Io { path: p(), source })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(TicketKeyError::Permissions { path: p(), mode });
         }
-        let bytes = std::fs::read(path).map_err(|source| TicketKeyError::Io {
-            path: p(),
-            source,
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| TicketKeyError::Io { path: p(), source })?;
         Self::from_bytes(&bytes, lifetime_secs).map_err(|e| match e {
             TicketKeyError::Length { len, .. } => TicketKeyError::Length { path: p(), len },
             TicketKeyError::DuplicateName { first, second, .. } => TicketKeyError::DuplicateName {
@@ -123,8 +119,7 @@ impl FileTicketer {
 
     /// Builds the ticketer from the file's bytes (errors carry no path).
     pub fn from_bytes(bytes: &[u8], lifetime_secs: u32) -> Result<Self, TicketKeyError> {
-        if bytes.is_empty() || bytes.len() % KEY_BYTES != 0 || bytes.len() / KEY_BYTES > MAX_KEYS
-        {
+        if bytes.is_empty() || bytes.len() % KEY_BYTES != 0 || bytes.len() / KEY_BYTES > MAX_KEYS {
             return Err(TicketKeyError::Length {
                 path: String::new(),
                 len: bytes.len(),
@@ -212,7 +207,9 @@ mod tests {
     use rustls::server::ProducesTickets as _;
 
     fn key(seed: u8) -> Vec<u8> {
-        (0..KEY_BYTES as u8).map(|i| i.wrapping_mul(7) ^ seed).collect()
+        (0..KEY_BYTES as u8)
+            .map(|i| i.wrapping_mul(7) ^ seed)
+            .collect()
     }
 
     #[test]
@@ -225,7 +222,10 @@ mod tests {
         assert_eq!(rotated.decrypt(&t).unwrap(), b"session state");
         let t2 = rotated.encrypt(b"x").unwrap();
         assert_eq!(&t2[..16], &key(2)[..16], "the first key seals");
-        assert!(old.decrypt(&t2).is_none(), "an edge without the new key cannot open it");
+        assert!(
+            old.decrypt(&t2).is_none(),
+            "an edge without the new key cannot open it"
+        );
         // A different file opens nothing.
         let other = FileTicketer::from_bytes(&key(3), 3600).unwrap();
         assert!(other.decrypt(&t).is_none());
@@ -250,11 +250,16 @@ mod tests {
         assert_eq!(FileTicketer::load(&f, 60).unwrap().key_count(), 1);
         std::fs::write(&f, &key(1)[..40]).unwrap();
         let e = FileTicketer::load(&f, 60).unwrap_err().to_string();
-        assert!(e.contains("40 bytes") && e.contains(&f.display().to_string()), "{e}");
+        assert!(
+            e.contains("40 bytes") && e.contains(&f.display().to_string()),
+            "{e}"
+        );
         std::fs::write(&f, [key(1), key(1)].concat()).unwrap();
         let e = FileTicketer::load(&f, 60).unwrap_err().to_string();
         assert!(e.contains("same 16-byte name"), "{e}");
-        let e = FileTicketer::load(&d.join("missing"), 60).unwrap_err().to_string();
+        let e = FileTicketer::load(&d.join("missing"), 60)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
         std::fs::remove_dir_all(&d).ok();
     }

@@ -25,6 +25,30 @@ fn parse_line(line: &str) -> Option<Call<'_>> {
     Some(Call { name, args, ret })
 }
 
+/// Merges `strace -ff -ttt -o LOG` output (`LOG.PID` files) into one text of
+/// `PID call...` lines in time order.
+fn merge_per_thread_logs(log: &std::path::Path) -> String {
+    let dir = log.parent().unwrap();
+    let stem = format!("{}.", log.file_name().unwrap().to_string_lossy());
+    let mut lines: Vec<(f64, String)> = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&stem) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for line in text.lines() {
+            if let Some((ts, call)) = line.split_once(' ') {
+                if let Ok(t) = ts.parse::<f64>() {
+                    lines.push((t, format!("{pid} {call}")));
+                }
+            }
+        }
+    }
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    lines.into_iter().map(|(_, l)| l + "\n").collect()
+}
+
 /// Kills the traced server (and strace) if the test fails half-way.
 struct KillOnDrop(u32);
 
@@ -51,7 +75,9 @@ async fn plain_http_body_leaves_through_sendfile_only() {
     let config = write_binary_config(dir.path(), &root, "");
     let log = dir.path().join("strace.log");
     let mut child = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=openat,openat2,read,pread64,readv,preadv,preadv2,sendfile,write,writev,sendto,sendmsg,splice", "-o"])
+        // One file per thread (-ff) with timestamps, merged below: with -f alone a
+        // call another thread interrupts is split into "unfinished"/"resumed" lines.
+        .args(["-ff", "-ttt", "-qq", "-e", "trace=openat,openat2,read,pread64,readv,preadv,preadv2,sendfile,write,writev,sendto,sendmsg,splice", "-o"])
         .arg(&log)
         .arg(edge_bin())
         .args(["serve", "--config"])
@@ -78,7 +104,7 @@ async fn plain_http_body_leaves_through_sendfile_only() {
     child.wait().unwrap();
     drop(guard);
 
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = merge_per_thread_logs(&log);
     let mut file_fd: Option<i64> = None;
     let mut sendfile_bytes = 0i64;
     let mut head_bytes_written = 0i64;

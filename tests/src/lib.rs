@@ -78,6 +78,8 @@ pub struct TestServer {
     pub state: PathBuf,
     /// The server's metrics.
     pub metrics: Arc<edge::metrics::Metrics>,
+    /// Reloads the running server (what SIGHUP does).
+    pub reloader: edge::server::Reloader,
     shutdown: CancellationToken,
     _dir: TempDir,
 }
@@ -116,6 +118,7 @@ impl TestServer {
             running.admin_addr,
         );
         let metrics = running.metrics.clone();
+        let reloader = running.reloader();
         tokio::spawn(running.wait());
         Ok(Self {
             tls,
@@ -124,6 +127,7 @@ impl TestServer {
             root,
             state,
             metrics,
+            reloader,
             shutdown,
             _dir: dir,
         })
@@ -150,6 +154,31 @@ impl TestServer {
     /// A TLS client connection that verifies the server's generated certificate.
     pub async fn tls_connect(&self) -> TlsStream<TcpStream> {
         tls_connect(self.tls, &self.state.join("cert.pem"), None).await
+    }
+
+    /// `GET path` on the admin listener with the token: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let token = std::fs::read_to_string(self.state.join("admin.token")).unwrap();
+        let mut s = TcpStream::connect(self.admin).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            token.trim()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, b)| b.to_string());
+        (status, body)
     }
 
     /// The admin `/metrics` text.

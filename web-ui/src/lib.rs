@@ -165,7 +165,7 @@ async fn login(State(state): State<Arc<AdminState>>, req: Request) -> Response {
 }
 
 fn unauthorized() -> Response {
-    let mut resp = (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+    let mut resp = (StatusCode::UNAUTHORIZED, "admin token required: send Authorization: Bearer TOKEN, or open /login?token=TOKEN in a browser\n").into_response();
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"edge-admin\""),
