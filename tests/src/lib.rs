@@ -97,12 +97,23 @@ impl TestServer {
     /// does not know) or a failed start is returned as the error's text, so a test can
     /// say which setting was refused.
     pub async fn try_start(extra: &str) -> Result<Self, String> {
+        Self::try_start_with("", extra).await
+    }
+
+    /// As [`TestServer::start`], with `server_extra` added to the `[server]` table.
+    pub async fn start_with(server_extra: &str, extra: &str) -> Self {
+        Self::try_start_with(server_extra, extra)
+            .await
+            .unwrap_or_else(|e| panic!("test server did not start: {e}"))
+    }
+
+    async fn try_start_with(server_extra: &str, extra: &str) -> Result<Self, String> {
         let dir = TempDir::new("srv");
         let root = dir.path().join("www");
         let state = dir.path().join("state");
         std::fs::create_dir_all(&root).unwrap();
         let toml = format!(
-            "[server]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nshutdown_grace_secs = 1\n[content]\nroot = \"{}\"\n{extra}",
+            "[server]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nshutdown_grace_secs = 1\n{server_extra}\n[content]\nroot = \"{}\"\n{extra}",
             state.display(),
             root.display()
         );

@@ -1,0 +1,408 @@
+//! Fleet TLS: session tickets sealed with a shared key file resume on another edge,
+//! survive a rotation, and fail with a different file; reloads (in process and by
+//! SIGHUP to the real binary) swap certificates and ticket keys without dropping a
+//! connection; and the admin plane's routes all want the token.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_tests::{client_config, pattern, tls_handshake, Client, TempDir, TestServer};
+use rustls::HandshakeKind;
+use tokio::net::TcpStream;
+
+fn key_file(dir: &Path, name: &str, seeds: &[u64]) -> PathBuf {
+    let p = dir.join(name);
+    let bytes: Vec<u8> = seeds.iter().flat_map(|s| pattern(48, *s)).collect();
+    std::fs::write(&p, bytes).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// One GET of `/x.bin` on a new connection with `config`; how the handshake went.
+async fn fetch(addr: std::net::SocketAddr, config: &rustls::ClientConfig) -> HandshakeKind {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tls_handshake(tcp, config.clone()).await.expect("handshake");
+    let kind = tls.get_ref().1.handshake_kind().expect("handshake done");
+    let mut c = Client::new(tls);
+    let r = c.get("/x.bin", "").await;
+    assert_eq!(r.status, 200);
+    kind
+}
+
+/// `[tls]` for an edge presenting `cert`/`key` and sealing with `keys`.
+fn tls_table(cert: &Path, key: &Path, keys: &Path) -> String {
+    format!(
+        "[tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\nticket_keys_file = \"{}\"\n",
+        cert.display(),
+        key.display(),
+        keys.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_resume_across_edges_sharing_the_key_file_and_across_a_rotation() {
+    let dir = TempDir::new("tickets");
+    let k1 = key_file(dir.path(), "k1", &[1]);
+    // Edge A generates the certificate; B and C present the same one.
+    let a = TestServer::start(&format!("[tls]\nticket_keys_file = \"{}\"\n", k1.display())).await;
+    let (cert, key) = (a.state.join("cert.pem"), a.state.join("key.pem"));
+    let b = TestServer::start(&tls_table(&cert, &key, &k1)).await;
+    let k3 = key_file(dir.path(), "k3", &[3]);
+    let c = TestServer::start(&tls_table(&cert, &key, &k3)).await;
+    for s in [&a, &b, &c] {
+        s.put("x.bin", &pattern(2000, 9));
+    }
+
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        // A ticket from A resumes on B (fresh client store each time, so the only
+        // ticket is A's).
+        let cfg = client_config(&cert, Some(version));
+        assert_eq!(fetch(a.tls, &cfg).await, HandshakeKind::Full);
+        let resumed_before = b.metrics.handshakes_resumed.get();
+        assert_eq!(
+            fetch(b.tls, &cfg).await,
+            HandshakeKind::Resumed,
+            "{version:?}: A's ticket resumes on B"
+        );
+        assert_eq!(b.metrics.handshakes_resumed.get(), resumed_before + 1);
+        // A different key file does not open it.
+        let cfg = client_config(&cert, Some(version));
+        fetch(a.tls, &cfg).await;
+        assert_eq!(
+            fetch(c.tls, &cfg).await,
+            HandshakeKind::Full,
+            "{version:?}: another fleet's keys do not open A's ticket"
+        );
+    }
+
+    // Rotation on B: the new key first, the old one second; A still seals with the
+    // old key. A's tickets still resume on B, and B's new tickets resume on B.
+    let rotated = key_file(dir.path(), "rotated", &[2, 1]);
+    let mut cfg_b = b.reloader.config();
+    cfg_b.tls.ticket_keys_file = Some(rotated.clone());
+    b.reloader
+        .reload(cfg_b)
+        .expect("reload with the rotated keys");
+    let cfg = client_config(&cert, Some(&rustls::version::TLS13));
+    fetch(a.tls, &cfg).await;
+    assert_eq!(
+        fetch(b.tls, &cfg).await,
+        HandshakeKind::Resumed,
+        "old key still opens"
+    );
+    assert_eq!(
+        fetch(b.tls, &cfg).await,
+        HandshakeKind::Resumed,
+        "new key seals and opens"
+    );
+    // A, without the new key, cannot open B's new tickets.
+    let cfg = client_config(&cert, Some(&rustls::version::TLS13));
+    fetch(b.tls, &cfg).await;
+    assert_eq!(fetch(a.tls, &cfg).await, HandshakeKind::Full);
+
+    // A key file with loose permissions or a bad length is refused by a reload,
+    // with the file named, and the running keys stay.
+    let loose = key_file(dir.path(), "loose", &[5]);
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bad = b.reloader.config();
+    bad.tls.ticket_keys_file = Some(loose.clone());
+    let e = b.reloader.reload(bad).unwrap_err().to_string();
+    assert!(e.contains("loose") && e.contains("chmod 600"), "{e}");
+    let short = dir.path().join("short");
+    std::fs::write(&short, [0u8; 47]).unwrap();
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut bad = b.reloader.config();
+    bad.tls.ticket_keys_file = Some(short);
+    let e = b.reloader.reload(bad).unwrap_err().to_string();
+    assert!(e.contains("47 bytes"), "{e}");
+    let cfg = client_config(&cert, Some(&rustls::version::TLS13));
+    fetch(a.tls, &cfg).await;
+    assert_eq!(
+        fetch(b.tls, &cfg).await,
+        HandshakeKind::Resumed,
+        "keys unchanged"
+    );
+
+    // At start-up the same file is refused with the key named.
+    let e = TestServer::try_start(&tls_table(&cert, &key, &loose))
+        .await
+        .err()
+        .expect("a 0644 key file is refused");
+    assert!(
+        e.contains("tls.ticket_keys_file") && e.contains("loose"),
+        "{e}"
+    );
+}
+
+/// Downloads `/seg.bin` on one keep-alive connection until `stop`; counts responses
+/// and whether any failed.
+async fn keep_downloading(
+    addr: std::net::SocketAddr,
+    cfg: rustls::ClientConfig,
+    stop: Arc<AtomicBool>,
+    after_reload: Arc<AtomicU64>,
+    reloaded: Arc<AtomicBool>,
+    want: usize,
+) -> Result<u32, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tls = tls_handshake(tcp, cfg).await.map_err(|e| e.to_string())?;
+    let mut c = Client::new(tls);
+    let mut n = 0;
+    loop {
+        let was_reloaded = reloaded.load(Ordering::SeqCst);
+        c.send(b"GET /seg.bin HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        match c.read_response(false).await {
+            Some(r) if r.status == 200 && r.body.len() == want => n += 1,
+            Some(r) => return Err(format!("status {} len {}", r.status, r.body.len())),
+            None => return Err(format!("connection dropped after {n} responses")),
+        }
+        if was_reloaded {
+            after_reload.fetch_add(1, Ordering::SeqCst);
+            if stop.load(Ordering::SeqCst) {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_200_downloads_drops_nothing_and_new_handshakes_see_the_new_cert() {
+    let dir = TempDir::new("reload");
+    let k1 = key_file(dir.path(), "k1", &[1]);
+    // The first certificate: generated into a directory of its own.
+    let old_dir = dir.path().join("old");
+    edge::tls::ensure_private_dir(&old_dir).unwrap();
+    edge::tls::load_or_generate(None, &old_dir).unwrap();
+    let (old_cert, old_key) = (old_dir.join("cert.pem"), old_dir.join("key.pem"));
+    let s = TestServer::start(&format!(
+        "{}[limits]\nmax_connections = 1000\n",
+        tls_table(&old_cert, &old_key, &k1)
+    ))
+    .await;
+    let body = pattern(64 * 1024, 4);
+    s.put("seg.bin", &body);
+    s.put("x.bin", &pattern(100, 1));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reloaded = Arc::new(AtomicBool::new(false));
+    let after = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        clients.push(tokio::spawn(keep_downloading(
+            s.tls,
+            client_config(&old_cert, None),
+            stop.clone(),
+            after.clone(),
+            reloaded.clone(),
+            body.len(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // New certificate and new ticket keys, then the reload.
+    let new_dir = dir.path().join("new");
+    edge::tls::ensure_private_dir(&new_dir).unwrap();
+    edge::tls::load_or_generate(None, &new_dir).unwrap();
+    let (new_cert, new_key) = (new_dir.join("cert.pem"), new_dir.join("key.pem"));
+    let k2 = key_file(dir.path(), "k2", &[2, 1]);
+    let mut cfg = s.reloader.config();
+    cfg.tls.cert_and_key = Some((new_cert.clone(), new_key.clone()));
+    cfg.tls.ticket_keys_file = Some(k2);
+    let applied = s.reloader.reload(cfg).expect("reload");
+    assert!(applied
+        .live_keys_changed
+        .contains(&"tls.cert_path/key_path"));
+    reloaded.store(true, Ordering::SeqCst);
+    // Every client gets at least one more response on its old connection.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while after.load(Ordering::SeqCst) < 400 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut served = 0;
+    for c in clients {
+        served += c
+            .await
+            .unwrap()
+            .expect("no connection dropped, no request failed");
+    }
+    assert!(served >= 400, "{served}");
+
+    // New handshakes present the new certificate: trusting only the new one works,
+    // trusting only the old one fails.
+    assert_eq!(
+        fetch(s.tls, &client_config(&new_cert, None)).await,
+        HandshakeKind::Full
+    );
+    let tcp = TcpStream::connect(s.tls).await.unwrap();
+    assert!(
+        tls_handshake(tcp, client_config(&old_cert, None))
+            .await
+            .is_err(),
+        "the old certificate is no longer presented"
+    );
+
+    // A change that needs a restart is refused, naming the key; nothing changes.
+    let mut cfg = s.reloader.config();
+    cfg.limits.max_connections = std::num::NonZeroUsize::new(5).unwrap();
+    let e = s.reloader.reload(cfg).unwrap_err().to_string();
+    assert!(e.contains("limits") && e.contains("restart"), "{e}");
+    assert_eq!(s.reloader.config().limits.max_connections.get(), 1000);
+    assert_eq!(
+        fetch(s.tls, &client_config(&new_cert, None)).await,
+        HandshakeKind::Full
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_of_the_real_binary_without_dropping_a_connection() {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("sighup");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("x.bin"), pattern(100, 1)).unwrap();
+    // The certificate lives at fixed paths; the reload re-reads them.
+    let certs = dir.path().join("certs");
+    edge::tls::ensure_private_dir(&certs).unwrap();
+    edge::tls::load_or_generate(None, &certs).unwrap();
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    let old_cert = dir.path().join("old-cert.pem");
+    std::fs::copy(&cert, &old_cert).unwrap();
+    let config = edge_tests::write_binary_config(dir.path(), &root, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}[tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(edge_tests::edge_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let tls_addr = edge_tests::listening_addr(&mut child, "tls");
+    let child = Kill(child);
+
+    // A keep-alive connection made before the reload.
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    let mut before = Client::new(
+        tls_handshake(tcp, client_config(&old_cert, None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(before.get("/x.bin", "").await.status, 200);
+
+    // Replace the pair in place, then SIGHUP.
+    std::fs::remove_file(&cert).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    edge::tls::load_or_generate(None, &certs).unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let tcp = TcpStream::connect(tls_addr).await.unwrap();
+        if tls_handshake(tcp, client_config(&cert, None)).await.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The old connection still works.
+    assert_eq!(before.get("/x.bin", "").await.status, 200);
+}
+
+#[tokio::test]
+async fn every_admin_route_wants_the_token_and_the_dashboard_answers_with_it() {
+    let s = TestServer::start("").await;
+    for path in [
+        "/",
+        "/tls",
+        "/storms",
+        "/config",
+        "/assets/app.js",
+        "/assets/uPlot.iife.min.js",
+        "/api/overview",
+        "/api/series?res=s",
+        "/api/series?res=m",
+        "/api/tls",
+        "/api/storms",
+        "/api/storms/1",
+        "/api/config",
+        "/metrics",
+        "/nope",
+    ] {
+        let mut c = tokio::net::TcpStream::connect(s.admin).await.unwrap();
+        let mut client = Client::new(&mut c);
+        let r = client.get(path, "").await;
+        assert_eq!(r.status, 401, "{path} without the token");
+        let r = client_with_cookie(s.admin, path, "edge_admin=0123").await;
+        assert_eq!(r, 401, "{path} with a forged cookie");
+    }
+    // With the token.
+    let (st, body) = s.admin_get("/api/overview").await;
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["connections_open"].is_number(), "{body}");
+    let (st, body) = s.admin_get("/api/config").await;
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("<redacted>") && body.contains("reloadable"),
+        "{body}"
+    );
+    assert_eq!(s.admin_get("/api/storms/1").await.0, 404);
+    let (st, body) = s.admin_get("/").await;
+    assert_eq!(st, 200);
+    assert!(body.contains("app.js"), "{body}");
+    // The login sets a cookie that opens the routes.
+    let token = std::fs::read_to_string(s.state.join("admin.token")).unwrap();
+    let mut c = tokio::net::TcpStream::connect(s.admin).await.unwrap();
+    let mut client = Client::new(&mut c);
+    let r = client
+        .get(&format!("/login?token={}", token.trim()), "")
+        .await;
+    assert_eq!(r.status, 303);
+    let cookie = r.header("set-cookie").expect("a cookie").to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(token.trim()),
+        "the cookie is not the token"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    assert_eq!(client_with_cookie(s.admin, "/api/tls", pair).await, 200);
+    let r = client.get("/login?token=wrong-token-wrong", "").await;
+    assert_eq!(r.status, 401);
+}
+
+async fn client_with_cookie(addr: std::net::SocketAddr, path: &str, cookie: &str) -> u16 {
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut client = Client::new(&mut c);
+    client
+        .get(path, &format!("Cookie: {cookie}\r\n"))
+        .await
+        .status
+}
