@@ -406,3 +406,78 @@ async fn client_with_cookie(addr: std::net::SocketAddr, path: &str, cookie: &str
         .await
         .status
 }
+
+/// A client that sends an IP address as SNI makes rustls warn once per handshake;
+/// the binary logs at most a burst of such lines and counts every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_literal_sni_is_counted_not_logged_per_handshake() {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("sni-ip");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = edge_tests::write_binary_config(dir.path(), &root, "");
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(edge_tests::edge_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let line = {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line
+    };
+    let addr = |key: &str| -> std::net::SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{line}"))
+            .parse()
+            .unwrap()
+    };
+    let (tls_addr, admin) = (addr("tls"), addr("admin"));
+    const HANDSHAKES: usize = 40;
+    for _ in 0..HANDSHAKES {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &tls_addr.to_string(), "-servername", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        out.expect("openssl is installed (tests/run-all.sh installs it)");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token = std::fs::read_to_string(dir.path().join("state/admin.token")).unwrap();
+    let metrics = {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        let req = format!(
+            "GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            token.trim()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text.matches("Illegal SNI").count();
+    assert!(
+        lines <= edge::logging::BURST as usize,
+        "{lines} warning lines for {HANDSHAKES} handshakes:\n{text}"
+    );
+    let counted: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("edge_tls_handshakes_by_sni_total{sni=\"ip_literal\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ip_literal count in\n{metrics}"));
+    assert!(counted >= HANDSHAKES as f64, "{counted}");
+}
