@@ -11,7 +11,10 @@
 #   unit+e2e  cargo nextest run --workspace (unit tests, loopback e2e, strace zero-copy)
 #   clients   `edge demo` on loopback, then curl, ffprobe and headless Chromium
 #             (hls.js, dash.js) against it: ffmpeg's files, generated VOD and live
-#             manifests, a signed URL
+#             manifests, a signed URL; then its admin plane: /metrics through promtool,
+#             counters moved, admin port closed on non-loopback addresses, the admin UI
+#             in Chromium; and a rendition with a segment deleted must cost no more TLS
+#             handshakes than the intact one (screenshots in tests/browser/screenshots)
 #   ktls-vm   the kTLS suite in a QEMU guest running Debian's kernel (both modes)
 #   cache-vm  the disk-cache suite in the guest: an HDD-throttled cache disk must not
 #             slow hot clients (cold reads on the I/O pool), a failing (dm error)
@@ -20,7 +23,8 @@
 # Ends with "suite: N passed, M failed" over the stages; exit 0 only if all passed.
 #
 # Env: SKIP_STAGES="ktls-vm clients" skips named stages (reported as failed, so a
-# skipped stage can never look green); KEEP_LOGS=1 keeps the demo's logs.
+# skipped stage can never look green); KEEP_LOGS=1 keeps the demo's logs;
+# EDGE_BIN=path runs the clients stage with that edge binary (default target/debug/edge).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -43,8 +47,9 @@ stage() { # NAME CMD...
 }
 
 install() {
+    # prometheus: for promtool (clients stage); bookworm has no smaller package with it
     local want=(ffmpeg chromium libnss3-tools nginx wrk strace curl openssl ca-certificates
-                qemu-system-x86 cpio kmod xz-utils python3-minimal bc)
+                qemu-system-x86 cpio kmod xz-utils python3-minimal bc prometheus)
     local missing=() p
     for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -80,10 +85,14 @@ fuzz_targets() {
 }
 
 demo_clients() {
-    local tmp rc=0 line base
+    local tmp rc=0 line base admin token
     tmp=$(mktemp -d)
-    target/debug/edge demo --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --state-dir "$tmp/state" \
-        > "$tmp/stdout" 2> "$tmp/stderr" &
+    # The demo serves a copy of the bundled site plus hls_ts_gap: the TS rendition with one
+    # media segment deleted (missing_segment_test.js).
+    cp -r edge/demo/www "$tmp/www" && cp -r "$tmp/www/content/hls_ts" "$tmp/www/content/hls_ts_gap" &&
+        rm "$tmp/www/content/hls_ts_gap/seg_003.ts" || { rm -rf "$tmp"; return 1; }
+    "${EDGE_BIN:-target/debug/edge}" demo --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+        --state-dir "$tmp/state" --root "$tmp/www" > "$tmp/stdout" 2> "$tmp/stderr" &
     local pid=$!
     for _ in $(seq 1 100); do
         line=$(grep -m1 '^edge: listening' "$tmp/stdout" 2>/dev/null) && break
@@ -94,7 +103,18 @@ demo_clients() {
         echo "edge demo did not start:"; cat "$tmp/stderr"; kill "$pid" 2>/dev/null; return 1
     fi
     base="https://$(echo "$line" | sed -n 's/.*tls=\([^ ]*\).*/\1/p')"
-    echo "edge demo at $base"
+    admin="http://$(echo "$line" | sed -n 's/.*admin=\([^ ]*\).*/\1/p')"
+    # the admin token: from the banner's login URL, else the state directory
+    for _ in $(seq 1 50); do
+        token=$(grep -m1 'admin UI:' "$tmp/stdout" | sed -n 's/.*login?token=\([^ ]*\).*/\1/p')
+        [ -n "$token" ] && break
+        sleep 0.1
+    done
+    [ -n "$token" ] || token=$(cat "$tmp/state/admin.token" 2>/dev/null)
+    echo "edge demo at $base, admin plane at $admin"
+    [ -n "$token" ] || { echo "edge demo printed no admin token (banner, $tmp/state/admin.token)"; rc=1; }
+    curl -s --max-time 10 -H "Authorization: Bearer $token" -o "$tmp/metrics.before" "$admin/metrics" ||
+        { echo "GET $admin/metrics failed"; rc=1; }
     tests/clients/curl_test.sh "$base" || rc=1
     tests/clients/ffprobe_test.sh "$base" || rc=1
     # the signed-URL case plays the path the demo printed (signed with its generated key)
@@ -105,8 +125,20 @@ demo_clients() {
     done
     [ -n "$signed" ] || { echo "edge demo printed no signed URL"; rc=1; }
     (cd tests/browser && node playback_test.js --base "$base" --signed-src "$signed") || rc=1
+    # the admin plane, with the counters the clients above moved
+    tests/clients/admin_metrics_test.sh "$admin" "$token" "$tmp/metrics.before" || rc=1
+    # the UI's rates cover the last 10 s: keep a trickle of requests (and handshakes) going
+    # while Chromium looks, so its numbers and screenshots show live traffic
+    ( while :; do curl -sk --max-time 5 -o /dev/null -o /dev/null "$base/content/hls_ts/seg_000.ts" \
+          "$base/content/hls_ts_gap/seg_003.ts"; sleep 0.2; done ) &
+    local trickle=$!
+    (cd tests/browser && node admin_ui_test.js --base "$admin" --token "$token") || rc=1
+    kill "$trickle"; wait "$trickle" 2>/dev/null
+    (cd tests/browser && node missing_segment_test.js --base "$base" --admin "$admin" --token "$token" \
+        --broken-src /content/hls_ts_gap/master.m3u8 --missing /content/hls_ts_gap/seg_003.ts) || rc=1
     kill -TERM "$pid"; wait "$pid" 2>/dev/null
     if grep -qi panick "$tmp/stderr"; then echo "edge panicked:"; cat "$tmp/stderr"; rc=1; fi
+    echo "screenshots: $(ls tests/browser/screenshots/*.png 2>/dev/null | wc -l) in tests/browser/screenshots/"
     [ "${KEEP_LOGS:-0}" = 1 ] && echo "demo logs kept in $tmp" || rm -rf "$tmp"
     return $rc
 }
