@@ -62,6 +62,11 @@ install() {
         apt-get install -y -q --no-install-recommends --no-remove "${missing[@]}" ||
             apt-get install -y -q --no-install-recommends "${missing[@]}" || return 1
     fi
+    # Only promtool is wanted: a Prometheus server the package may have started would
+    # hold :9090 (edge's default admin port).
+    if command -v systemctl >/dev/null && systemctl is-enabled prometheus >/dev/null 2>&1; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
     command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest || return 1
     tests/browser/install.sh
 }
@@ -127,6 +132,27 @@ demo_clients() {
     (cd tests/browser && node playback_test.js --base "$base" --signed-src "$signed") || rc=1
     # the admin plane, with the counters the clients above moved
     tests/clients/admin_metrics_test.sh "$admin" "$token" "$tmp/metrics.before" || rc=1
+    # a short handshake storm: connection-per-request clients (a curl each) hitting 404s
+    # for 6 s; the detector must raise it (and the storms page then has one to draw)
+    local storm_until=$(( $(date +%s) + 6 )) j burst=()
+    for j in 1 2 3 4 5 6; do
+        ( while [ "$(date +%s)" -lt "$storm_until" ]; do
+              curl -sk --max-time 5 -o /dev/null -A storm-burst/1 "$base/content/gone/seg_$j.ts"
+          done ) &
+        burst+=($!)
+    done
+    wait "${burst[@]}"
+    local storms="" k
+    for k in $(seq 1 30); do
+        storms=$(curl -s --max-time 5 -H "Authorization: Bearer $token" "$admin/api/storms")
+        grep -q '"start_ms"' <<<"$storms" && break
+        sleep 0.5
+    done
+    if grep -q '"start_ms"' <<<"$storms"; then
+        echo "PASS handshake storm detected: $(grep -o '"cause":"[a-z_]*"' <<<"$storms" | head -1) $(grep -o '"top_prefixes":\[\["[^"]*"' <<<"$storms" | head -1)"
+    else
+        echo "FAIL no handshake storm raised by the 404 burst: $storms"; rc=1
+    fi
     # the UI's rates cover the last 10 s: keep a trickle of requests (and handshakes) going
     # while Chromium looks, so its numbers and screenshots show live traffic
     ( while :; do curl -sk --max-time 5 -o /dev/null -o /dev/null "$base/content/hls_ts/seg_000.ts" \
