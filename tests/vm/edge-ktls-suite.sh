@@ -17,6 +17,10 @@
 #     write/writev/sendto/sendmsg on the offloaded socket equal the response heads
 #     curl received (the 2-byte close_notify alert aside);
 #  3. TLS 1.3 resumption (openssl -sess_out/-sess_in: "Reused"), still offloaded;
+#     kTLS engages on resumed connections, TLS 1.3 and 1.2: the resumed connection
+#     (s_client "Reused", edge_tls_handshakes_total{kind="resumed"} +1) is handed to
+#     kTLS (TlsTxSw +1, path="ktls" +1) and its segment leaves by sendfile on kTLS
+#     (sendfile_ktls + its size), sha256-identical; off mode: in userspace;
 #     TLS 1.2 and 1.3 with AES-128-GCM, AES-256-GCM and ChaCha20-Poly1305 each served
 #     (and offloaded in kTLS mode); a client sending close_notify, a fatal alert and a
 #     KeyUpdate (tests/src/bin/tls-peer.rs) is handled, no panic, others still served;
@@ -154,6 +158,71 @@ half_close_check() { # MODE
     echo "guest: [$mode] half-close check took $((SECONDS - t0)) s"
 }
 
+# metrics_snap FILE: /metrics once (one curl start instead of one per value);
+# mval FILE NAME{labels} -> value (0 when absent), like metric.
+metrics_snap() {
+    curl -s -H "Authorization: Bearer $(cat "$S/state/admin.token")" "http://127.0.0.1:$ADMIN/metrics" > "$1"
+}
+mval() { awk -v k="$2" '$1 == k { v = $2 } END { print (v == "" ? 0 : v) }' "$1"; }
+
+# s_client_body OUT BODY: the HTTP response body in openssl s_client's output OUT
+# (after its handshake text), cut by Content-Length; fails without a 200 head.
+s_client_body() {
+    local off hdr len
+    off=$(grep -abo -m1 'HTTP/1\.1 200 ' "$1" | head -1 | cut -d: -f1) || true
+    [ -n "$off" ] || return 1
+    tail -c +$((off + 1)) "$1" > "$2.resp"
+    hdr=$(grep -abo -m1 $'^\r$' "$2.resp" | head -1 | cut -d: -f1) || true
+    [ -n "$hdr" ] || return 1
+    len=$(head -c "$hdr" "$2.resp" | tr -d '\r' | awk -F': *' 'tolower($1) == "content-length" { print $2 }')
+    [ -n "$len" ] || return 1
+    tail -c +$((hdr + 3)) "$2.resp" | head -c "$len" > "$2"
+}
+
+# 3a'. kTLS engages on resumed connections. A first connection (TLS VERSION) saves
+# its session after a GET (so a TLS 1.3 NewSessionTicket has arrived); a second one
+# resumes it (-sess_in) and fetches the segment SEG. The second must be resumed
+# (s_client "Reused, TLSvV", edge_tls_handshakes_total{kind="resumed"} +1, full +0)
+# and byte-identical (sha256); kTLS mode: handed to kTLS (edge_tls_connections_total
+# {path="ktls"} +1, TlsTxSw +1) with its body sent by sendfile on kTLS
+# (edge_body_bytes_total{path="sendfile_ktls"} + the segment's size, userspace_copy
+# +0); off mode: userspace (path="userspace" +1, userspace_copy + the size), tls_stat
+# unchanged.
+resumed_check() { # MODE OFFLOAD VERSION SEG
+    local mode=$1 offload=$2 v=$3 seg=$4 flag=-tls1_3 o1 o2 m0 m1 t0 t1 x0 x1 size got want rc=0 bad=()
+    local res full ktls user sf uc
+    if [ "$v" = 1.2 ]; then flag=-tls1_2; fi
+    o1=$S/res$v-1.out; o2=$S/res$v-2.out; m0=$S/res$v-m0; m1=$S/res$v-m1
+    printf 'GET /seg/s_0007 HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n' |
+        openssl s_client $flag -ign_eof -sess_out "$S/sess$v" -connect 127.0.0.1:$PORT > "$o1" 2>&1 || true
+    metrics_snap "$m0"; t0=$(tls_stat TlsTxSw); x0=$(tls_stat TlsRxSw)
+    printf 'GET /seg/%s HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n' "$seg" |
+        openssl s_client $flag -ign_eof -sess_in "$S/sess$v" -connect 127.0.0.1:$PORT > "$o2" 2>&1 || true
+    metrics_snap "$m1"; t1=$(tls_stat TlsTxSw); x1=$(tls_stat TlsRxSw)
+    delta() { echo $(($(mval "$m1" "$1") - $(mval "$m0" "$1"))); }
+    res=$(delta 'edge_tls_handshakes_total{kind="resumed"}'); full=$(delta 'edge_tls_handshakes_total{kind="full"}')
+    ktls=$(delta 'edge_tls_connections_total{path="ktls"}'); user=$(delta 'edge_tls_connections_total{path="userspace"}')
+    sf=$(delta 'edge_body_bytes_total{path="sendfile_ktls"}'); uc=$(delta 'edge_body_bytes_total{path="userspace_copy"}')
+    size=$(stat -c %s "$W/seg/$seg")
+    grep -aq 'HTTP/1.1 200' "$o1" && [ -s "$S/sess$v" ] || bad+=("first connection: no 200 or no session saved")
+    grep -aq "^Reused, TLSv$v," "$o2" || bad+=("not resumed: $(grep -aE '^(New|Reused),' "$o2" | head -1 || true)")
+    [ "$res" = 1 ] && [ "$full" = 0 ] || bad+=("handshakes resumed +$res, full +$full")
+    want=$(sha256sum < "$W/seg/$seg" | cut -d' ' -f1)
+    got=$(s_client_body "$o2" "$S/res$v.body" && sha256sum < "$S/res$v.body" | cut -d' ' -f1) || got="(no 200 with a Content-Length)"
+    [ "$got" = "$want" ] || bad+=("body sha256 $got, want $want")
+    if [ "$offload" = 1 ]; then
+        [ "$ktls" = 1 ] && [ "$user" = 0 ] && [ $((t1 - t0)) = 1 ] && [ "$sf" = "$size" ] && [ "$uc" = 0 ] ||
+            bad+=("not offloaded")
+    else
+        [ "$user" = 1 ] && [ "$ktls" = 0 ] && [ "$t1" = "$t0" ] && [ "$uc" = "$size" ] && [ "$sf" = 0 ] ||
+            bad+=("not in userspace")
+    fi
+    [ ${#bad[@]} = 0 ] || rc=1
+    local what="kTLS engages on resumed connections"; [ "$offload" = 1 ] || what="resumed connections served in userspace"
+    check "[$mode] TLS $v: $what (Reused, resumed +$res; ktls +$ktls userspace +$user; TlsTxSw $t0->$t1, TlsRxSw $x0->$x1; body bytes sendfile_ktls +$sf userspace_copy +$uc of $size; sha256 ${got:0:12})" $rc \
+        "$(IFS=';'; echo "${bad[*]}"); $(grep -aE '^(New|Reused),' "$o2" | head -1 || true)"
+}
+
 run_mode() { # require|off
     local mode=$1 tx0 rx0 tx1 rx1 curr k0 k1 u0 out m
     local offload=0; [ "$mode" = require ] && offload=1
@@ -214,6 +283,11 @@ run_mode() { # require|off
         [ "$(metric 'edge_tls_handshakes_total{kind="resumed"}')" -ge 1 ] && [ $((k1 - k0)) = $((2 * offload)) ]
     check "[$mode] TLS 1.3 resumption: second connection reused the session, $((k1 - k0)) offloaded" $? \
         "$(grep -aE '^(New|Reused)' "$S/s2.out")"
+
+    # 3a'. kTLS engages on resumed connections, TLS 1.3 and 1.2: the resumed
+    # connection's segment leaves through sendfile on kTLS, byte-identical.
+    resumed_check "$mode" $offload 1.3 s_0600
+    resumed_check "$mode" $offload 1.2 s_0601
 
     # 3b. versions x ciphers
     u0=$(metric 'edge_ktls_setup_failures_total{reason="unsupported_cipher"}')

@@ -11,6 +11,10 @@ main keep-alive connection. From that call until the socket is closed:
   - sendfile() to it must carry exactly BODY_BYTES.
 Over the whole log, no file opened under /tmp/www is ever read into userspace
 (read/pread64/readv/preadv*). Prints one summary line; exit 0 when all hold.
+
+With -f, strace prints a call that another thread interrupts as two lines,
+`PID name(args <unfinished ...>` and later `PID <... name resumed>rest) = RET`;
+they are joined back into one before parsing.
 """
 import re
 import sys
@@ -25,7 +29,32 @@ written = 0
 alerts = 0
 sent = 0
 reads_of_content = []
-for line in open(log, errors="replace"):
+unfinished_re = re.compile(r"^(\d+)\s+(.*?)\s*<unfinished \.\.\.>\s*$")
+resumed_re = re.compile(r"^(\d+)\s+<\.\.\. \w+ resumed>(.*)$")
+
+
+def joined_lines(path):
+    """The log's lines, each split call joined into one line."""
+    global split_calls
+    pending = {}
+    for raw in open(path, errors="replace"):
+        m = unfinished_re.match(raw)
+        if m:
+            pending[m.group(1)] = m.group(2)
+            continue
+        m = resumed_re.match(raw)
+        if m:
+            head = pending.pop(m.group(1), None)
+            if head is None:
+                continue
+            split_calls += 1
+            yield f"{m.group(1)} {head}{m.group(2)}"
+            continue
+        yield raw
+
+
+split_calls = 0
+for line in joined_lines(log):
     m = line_re.match(line)
     if not m:
         continue
@@ -64,6 +93,7 @@ if sent != body_bytes:
 if written != head_bytes:
     problems.append(f"write-family bytes {written} != response heads {head_bytes}")
 summary = (f"offloaded fd {main_fd}: sendfile {sent} body bytes, write/send {written} bytes "
-           f"= heads {head_bytes}, {alerts} alert record(s); content files read into userspace: {len(reads_of_content)}")
+           f"= heads {head_bytes}, {alerts} alert record(s); content files read into userspace: {len(reads_of_content)}; "
+           f"{split_calls} split call(s) joined")
 print(summary if not problems else "; ".join(problems) + " | " + summary)
 sys.exit(1 if problems else 0)
