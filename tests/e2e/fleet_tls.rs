@@ -444,7 +444,13 @@ async fn ip_literal_sni_is_counted_not_logged_per_handshake() {
     const HANDSHAKES: usize = 40;
     for _ in 0..HANDSHAKES {
         let out = Command::new("openssl")
-            .args(["s_client", "-connect", &tls_addr.to_string(), "-servername", "127.0.0.1"])
+            .args([
+                "s_client",
+                "-connect",
+                &tls_addr.to_string(),
+                "-servername",
+                "127.0.0.1",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
