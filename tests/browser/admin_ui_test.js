@@ -21,12 +21,10 @@
 // Screenshots: tests/browser/screenshots/admin-{overview,tls,storms,storm-detail,config}.png.
 'use strict';
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
-const { chromium } = require('playwright-core');
+const { CHROMIUM, launch: launchChromium } = require('./chromium');
 
 const HERE = __dirname;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = path.join(HERE, 'screenshots');
 
 function usage(msg) {
@@ -113,26 +111,6 @@ async function httpChecks() {
   } catch (e) { check('/api/storms parses', false, firstLine(e)); return null; }
 }
 
-// Same flags as playback_test.js: nothing from Playwright's defaults, a fresh profile.
-function chromiumArgs(userDataDir) {
-  return ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--ignore-certificate-errors', `--user-data-dir=${userDataDir}`, '--remote-debugging-pipe'];
-}
-
-async function launch() {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-admin-ui-'));
-  const udd = path.join(tmp, 'profile'), home = path.join(tmp, 'home');
-  fs.mkdirSync(udd); fs.mkdirSync(home);
-  const browser = await chromium.launch({ executablePath: CHROMIUM, ignoreDefaultArgs: true,
-    args: chromiumArgs(udd), env: { ...process.env, HOME: home }, timeout: 30000 });
-  const close = async () => {
-    try { await browser.close(); } catch (e) { /* already gone */ }
-    fs.rmSync(tmp, { recursive: true, force: true });
-  };
-  const ctx = browser.contexts()[0] || await browser.newContext();
-  return { browser, ctx, close };
-}
 
 /** Runs in the page: the state of [data-live] elements and chart canvases. A canvas is
  *  blank when all its pixels are equal; `shade` counts pixels of the storm shading
@@ -215,7 +193,7 @@ async function visit(ctx, { name, url, minCharts, shade, linkTo }) {
 
 (async () => {
   const storm = await httpChecks();
-  const b = await launch();
+  const b = await launchChromium('edge-admin-ui-');
   try {
     // log in the way an operator does: the cookie lands in the browser profile
     const page = await b.ctx.newPage();

@@ -24,12 +24,10 @@
 // tests/browser/logs/missing_segment_results.json.
 'use strict';
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
-const { chromium } = require('playwright-core');
+const { CHROMIUM, launch: launchChromium } = require('./chromium');
 
 const HERE = __dirname;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const sleep = ms => new Promise(r => setTimeout(r, ms));
 
 function usage(msg) {
@@ -111,26 +109,6 @@ async function settled() {
   return last;
 }
 
-// Same flags as playback_test.js: nothing from Playwright's defaults, a fresh profile.
-function chromiumArgs(userDataDir) {
-  return ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--ignore-certificate-errors', `--user-data-dir=${userDataDir}`, '--remote-debugging-pipe'];
-}
-
-async function launch() {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-missing-seg-'));
-  const udd = path.join(tmp, 'profile'), home = path.join(tmp, 'home');
-  fs.mkdirSync(udd); fs.mkdirSync(home);
-  const browser = await chromium.launch({ executablePath: CHROMIUM, ignoreDefaultArgs: true,
-    args: chromiumArgs(udd), env: { ...process.env, HOME: home }, timeout: 30000 });
-  const close = async () => {
-    try { await browser.close(); } catch (e) { /* already gone */ }
-    fs.rmSync(tmp, { recursive: true, force: true });
-  };
-  const ctx = browser.contexts()[0] || await browser.newContext();
-  return { browser, ctx, close };
-}
 
 /** Plays `src` for playMs of wall time in a fresh browser; returns the counter deltas, what
  *  Chromium saw of each request (status, connection id, reused or not) and the player state. */
@@ -139,7 +117,7 @@ async function play(name, src) {
   res.before = await settled();
   let b = null;
   try {
-    b = await launch();
+    b = await launchChromium('edge-missing-');
     const page = await b.ctx.newPage();
     await page.setViewportSize({ width: 680, height: 480 });
     // Chromium's own view of the connections: each response names the socket it came on.

@@ -15,12 +15,10 @@
 // Screenshots: tests/browser/screenshots/<case>.png; details: tests/browser/logs/playback_results.json.
 'use strict';
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
-const { chromium } = require('playwright-core');
+const { CHROMIUM, launch: launchChromium } = require('./chromium');
 
 const HERE = __dirname;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // Files as ffmpeg wrote them (short check), then edge's generated manifests (issue 7):
 // VOD cases play the whole 12 s clip; live cases play 12 s of wall clock and must stay
 // inside the DVR window and close to the live edge.
@@ -65,29 +63,6 @@ const signedSrc = arg('signed-src', process.env.EDGE_SIGNED_SRC || '');
 if (signedSrc) CASES.signed_hls.src = signedSrc;
 if (!fs.existsSync(CHROMIUM)) usage(`${CHROMIUM} not found (run tests/browser/install.sh, or set CHROMIUM=)`);
 
-// Exactly these flags, nothing from Playwright's defaults (ignoreDefaultArgs: true), plus a fresh
-// profile and the pipe Playwright talks over.
-function chromiumArgs(userDataDir) {
-  return ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--ignore-certificate-errors', `--user-data-dir=${userDataDir}`, '--remote-debugging-pipe'];
-}
-
-async function launch() {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-playback-'));
-  const udd = path.join(tmp, 'profile'), home = path.join(tmp, 'home');
-  fs.mkdirSync(udd); fs.mkdirSync(home);
-  // HOME points into the temp dir too, so Chromium's NSS db (~/.pki) is fresh and nothing leaks out.
-  const browser = await chromium.launch({ executablePath: CHROMIUM, ignoreDefaultArgs: true,
-    args: chromiumArgs(udd), env: { ...process.env, HOME: home }, timeout: 30000 });
-  const close = async () => {
-    try { await browser.close(); } catch (e) { /* already gone */ }
-    fs.rmSync(tmp, { recursive: true, force: true });
-  };
-  // With ignoreDefaultArgs Chromium opens its own default context: use it.
-  const ctx = browser.contexts()[0] || await browser.newContext();
-  return { browser, ctx, close };
-}
 
 async function runCase(name) {
   const cs = CASES[name];
@@ -97,7 +72,7 @@ async function runCase(name) {
   let b = null;
   try {
     const t0 = Date.now();
-    b = await launch();
+    b = await launchChromium('edge-playback-');
     res.launchMs = Date.now() - t0;
     const page = await b.ctx.newPage();
     await page.setViewportSize({ width: 680, height: 480 });
