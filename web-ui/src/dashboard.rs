@@ -132,7 +132,10 @@ fn classify(p: &PrevClose) -> Cause {
         Cause::ServerClosedAfterError
     } else if p.last_status >= 400 {
         Cause::ClientClosedAfterError
-    } else if p.closed_by == ClosedBy::ClientRequested {
+    } else if p.closed_by == ClosedBy::ClientRequested
+        || (p.closed_by == ClosedBy::Client && p.requests <= 1)
+    {
+        // One request and gone, with or without `Connection: close`.
         Cause::ConnectionPerRequest
     } else {
         Cause::Reconnect
