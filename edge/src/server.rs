@@ -213,14 +213,6 @@ impl Running {
         Ok(())
     }
 
-    /// Applies `new` (a re-read config file); see [`Reloader::reload`].
-    pub fn reload(
-        &self,
-        new: crate::config::Config,
-    ) -> Result<crate::reload::Applied, crate::reload::ReloadError> {
-        self.reloader().reload(new)
-    }
-
     /// A handle that reloads this server (for the SIGHUP handler), valid while it runs.
     pub fn reloader(&self) -> Reloader {
         Reloader {

@@ -168,6 +168,60 @@ async fn keep_downloading(
     }
 }
 
+/// 200 clients downloading over keep-alive while a reload happens.
+struct Downloaders {
+    stop: Arc<AtomicBool>,
+    reloaded: Arc<AtomicBool>,
+    after: Arc<AtomicU64>,
+    clients: Vec<tokio::task::JoinHandle<Result<u32, String>>>,
+}
+
+impl Downloaders {
+    /// Starts 200 clients trusting `ca`, each fetching `/seg.bin` of `len` bytes.
+    fn start(addr: std::net::SocketAddr, ca: &Path, len: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reloaded = Arc::new(AtomicBool::new(false));
+        let after = Arc::new(AtomicU64::new(0));
+        let clients = (0..200)
+            .map(|_| {
+                tokio::spawn(keep_downloading(
+                    addr,
+                    client_config(ca, None),
+                    stop.clone(),
+                    after.clone(),
+                    reloaded.clone(),
+                    len,
+                ))
+            })
+            .collect();
+        Self {
+            stop,
+            reloaded,
+            after,
+            clients,
+        }
+    }
+
+    /// Once the reload is done: waits until the clients got 400 more responses on
+    /// their old connections, stops them, and checks none dropped or failed.
+    async fn finish_after_reload(self) {
+        self.reloaded.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.after.load(Ordering::SeqCst) < 400 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        let mut served = 0;
+        for c in self.clients {
+            served += c
+                .await
+                .unwrap()
+                .expect("no connection dropped, no request failed");
+        }
+        assert!(served >= 400, "{served}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_200_downloads_drops_nothing_and_new_handshakes_see_the_new_cert() {
     let dir = TempDir::new("reload");
@@ -186,20 +240,7 @@ async fn reload_under_200_downloads_drops_nothing_and_new_handshakes_see_the_new
     s.put("seg.bin", &body);
     s.put("x.bin", &pattern(100, 1));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let reloaded = Arc::new(AtomicBool::new(false));
-    let after = Arc::new(AtomicU64::new(0));
-    let mut clients = Vec::new();
-    for _ in 0..200 {
-        clients.push(tokio::spawn(keep_downloading(
-            s.tls,
-            client_config(&old_cert, None),
-            stop.clone(),
-            after.clone(),
-            reloaded.clone(),
-            body.len(),
-        )));
-    }
+    let downloads = Downloaders::start(s.tls, &old_cert, body.len());
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // New certificate and new ticket keys, then the reload.
@@ -215,21 +256,8 @@ async fn reload_under_200_downloads_drops_nothing_and_new_handshakes_see_the_new
     assert!(applied
         .live_keys_changed
         .contains(&"tls.cert_path/key_path"));
-    reloaded.store(true, Ordering::SeqCst);
-    // Every client gets at least one more response on its old connection.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while after.load(Ordering::SeqCst) < 400 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    let mut served = 0;
-    for c in clients {
-        served += c
-            .await
-            .unwrap()
-            .expect("no connection dropped, no request failed");
-    }
-    assert!(served >= 400, "{served}");
+    // Every client gets more responses on its old connection.
+    downloads.finish_after_reload().await;
 
     // New handshakes present the new certificate: trusting only the new one works,
     // trusting only the old one fails.
@@ -307,21 +335,7 @@ async fn sighup_with_a_new_certificate_and_keys_under_200_downloads_drops_nothin
     let child = Kill(child);
 
     // 200 keep-alive downloaders, and a ticket sealed with the first key.
-    let stop = Arc::new(AtomicBool::new(false));
-    let reloaded = Arc::new(AtomicBool::new(false));
-    let after = Arc::new(AtomicU64::new(0));
-    let clients: Vec<_> = (0..200)
-        .map(|_| {
-            tokio::spawn(keep_downloading(
-                tls_addr,
-                client_config(&old_cert, None),
-                stop.clone(),
-                after.clone(),
-                reloaded.clone(),
-                body.len(),
-            ))
-        })
-        .collect();
+    let downloads = Downloaders::start(tls_addr, &old_cert, body.len());
     let ticket_holder = client_config(&both, Some(&rustls::version::TLS13));
     assert_eq!(fetch(tls_addr, &ticket_holder).await, HandshakeKind::Full);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -354,20 +368,7 @@ async fn sighup_with_a_new_certificate_and_keys_under_200_downloads_drops_nothin
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    reloaded.store(true, Ordering::SeqCst);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while after.load(Ordering::SeqCst) < 400 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    let mut served = 0;
-    for c in clients {
-        served += c
-            .await
-            .unwrap()
-            .expect("no connection dropped, no request failed");
-    }
-    assert!(served >= 400, "{served}");
+    downloads.finish_after_reload().await;
     // The old certificate is gone from new handshakes; the old ticket still resumes
     // (its key is second in the new file).
     let tcp = TcpStream::connect(tls_addr).await.unwrap();

@@ -636,12 +636,24 @@ pub struct TelemetryCollector {
     descs: Vec<Desc>,
 }
 
+fn label_pairs(labels: Vec<(&str, String)>) -> Vec<prometheus::proto::LabelPair> {
+    labels
+        .into_iter()
+        .map(|(k, v)| {
+            let mut l = prometheus::proto::LabelPair::default();
+            l.set_name(k.to_string());
+            l.set_value(v);
+            l
+        })
+        .collect()
+}
+
 fn counter_family(
     name: &str,
     help: &str,
     samples: Vec<(Vec<(&str, String)>, f64)>,
 ) -> MetricFamily {
-    use prometheus::proto::{Counter, LabelPair, Metric, MetricType};
+    use prometheus::proto::{Counter, Metric, MetricType};
     let mut mf = MetricFamily::default();
     mf.set_name(name.to_string());
     mf.set_help(help.to_string());
@@ -651,17 +663,7 @@ fn counter_family(
         let mut c = Counter::default();
         c.set_value(v);
         m.set_counter(c);
-        m.set_label(
-            labels
-                .into_iter()
-                .map(|(k, v)| {
-                    let mut l = LabelPair::default();
-                    l.set_name(k.to_string());
-                    l.set_value(v);
-                    l
-                })
-                .collect(),
-        );
+        m.set_label(label_pairs(labels));
         mf.mut_metric().push(m);
     }
     mf
@@ -672,7 +674,7 @@ fn histogram_family(
     help: &str,
     samples: Vec<(Vec<(&str, String)>, HistoSnapshot)>,
 ) -> MetricFamily {
-    use prometheus::proto::{Bucket, Histogram as PHisto, LabelPair, Metric, MetricType};
+    use prometheus::proto::{Bucket, Histogram as PHisto, Metric, MetricType};
     let mut mf = MetricFamily::default();
     mf.set_name(name.to_string());
     mf.set_help(help.to_string());
@@ -696,17 +698,7 @@ fn histogram_family(
         h.set_sample_sum(snap.sum_micros as f64 / 1e6);
         let mut m = Metric::default();
         m.set_histogram(h);
-        m.set_label(
-            labels
-                .into_iter()
-                .map(|(k, v)| {
-                    let mut l = LabelPair::default();
-                    l.set_name(k.to_string());
-                    l.set_value(v);
-                    l
-                })
-                .collect(),
-        );
+        m.set_label(label_pairs(labels));
         mf.mut_metric().push(m);
     }
     mf
