@@ -274,7 +274,7 @@ struct Totals {
     modes: [u64; 3],
     cache_hits: u64,
     cache_misses: u64,
-    hs_latency: Option<HistoSnapshot>,
+    hs_latency: HistoSnapshot,
 }
 
 fn read_totals(t: &Telemetry) -> Totals {
@@ -303,7 +303,7 @@ fn read_totals(t: &Telemetry) -> Totals {
         modes: std::array::from_fn(|i| ld(&t.modes[i])),
         cache_hits: ld(&t.cache_hits),
         cache_misses: ld(&t.cache_misses),
-        hs_latency: Some(t.handshake_latency.snapshot()),
+        hs_latency: t.handshake_latency.snapshot(),
     }
 }
 
@@ -527,9 +527,7 @@ impl Dashboard {
             sample.modes = std::array::from_fn(|i| now.modes[i] - l.modes[i]);
             sample.cache_hits = now.cache_hits - l.cache_hits;
             sample.cache_misses = now.cache_misses - l.cache_misses;
-            if let (Some(a), Some(b)) = (now.hs_latency, l.hs_latency) {
-                sample.hs_latency = a.since(&b);
-            }
+            sample.hs_latency = now.hs_latency.since(&l.hs_latency);
             st.last = now;
         }
         let agg = std::mem::take(&mut st.cur);
