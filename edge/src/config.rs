@@ -156,6 +156,8 @@ struct RawLimits {
     min_send_rate_bytes_per_sec: u64,
     /// Default: 8192, or `max_head_bytes` when that is smaller.
     max_request_target_bytes: Option<usize>,
+    lingering_close_secs: u64,
+    max_tls_handshakes_per_worker: usize,
 }
 
 impl Default for RawLimits {
@@ -172,6 +174,8 @@ impl Default for RawLimits {
             userspace_tls_buffer_bytes: 64 * 1024,
             min_send_rate_bytes_per_sec: DEFAULT_MIN_SEND_RATE,
             max_request_target_bytes: None,
+            lingering_close_secs: 5,
+            max_tls_handshakes_per_worker: 32,
         }
     }
 }
@@ -568,6 +572,13 @@ pub struct Limits {
     pub max_connections: NonZeroUsize,
     /// Size of the pooled buffer a userspace-TLS body is read into.
     pub userspace_tls_buffer_bytes: NonZeroUsize,
+    /// After an error answer that closes the connection, how long input is still
+    /// read and discarded (after our FIN) so the client can read the answer instead
+    /// of a reset; zero closes at once.
+    pub lingering_close: Duration,
+    /// TLS handshakes one worker runs at once; at the bound its accept loop waits and
+    /// the kernel's listen backlog holds the rest.
+    pub max_tls_handshakes_per_worker: NonZeroUsize,
 }
 
 /// Validated TLS settings.
@@ -776,6 +787,24 @@ impl RawConfig {
                 ),
             ));
         }
+        if l.lingering_close_secs > 300 {
+            return Err(invalid(
+                "limits.lingering_close_secs",
+                format!(
+                    "{} is out of range: use 0 (close at once)..=300",
+                    l.lingering_close_secs
+                ),
+            ));
+        }
+        if !(1..=65_536).contains(&l.max_tls_handshakes_per_worker) {
+            return Err(invalid(
+                "limits.max_tls_handshakes_per_worker",
+                format!(
+                    "{} is out of range: use 1..=65536",
+                    l.max_tls_handshakes_per_worker
+                ),
+            ));
+        }
         if l.min_send_rate_bytes_per_sec > 1 << 30 {
             return Err(invalid(
                 "limits.min_send_rate_bytes_per_sec",
@@ -844,6 +873,9 @@ impl RawConfig {
             })?,
             max_connections: nz(max_connections).expect("checked above"),
             userspace_tls_buffer_bytes: nz(l.userspace_tls_buffer_bytes).expect("checked above"),
+            lingering_close: Duration::from_secs(l.lingering_close_secs),
+            max_tls_handshakes_per_worker: nz(l.max_tls_handshakes_per_worker)
+                .expect("checked above"),
         };
 
         let t = self.tls;

@@ -2,8 +2,17 @@
 //! HTTP/1.1 keep-alive loop over a [`Transport`], with the head-size, header-read,
 //! idle and request-count limits.
 //!
-//! Per connection it keeps one read buffer (grown on demand up to
-//! `limits.max_head_bytes`) and one [`Scratch`]; nothing is allocated per request.
+//! Per connection it keeps one [`Scratch`] and, while a request is being read or
+//! answered, one read buffer (grown on demand up to `limits.max_head_bytes`); nothing
+//! is allocated per request.
+//!
+//! Memory of an idle keep-alive connection: between requests the read buffer goes
+//! back to a per-thread pool ([`HeadBuffer::park`]) and the loop waits for
+//! readability without one; the handshake and request-loop futures are boxed by the
+//! caller, so a connection's task is not sized for states it is not in. What stays is
+//! the request loop's own state, the socket's registration and, on userspace TLS,
+//! rustls' session (its record keys and its 4 KiB receive buffer); a kTLS connection
+//! keeps no userspace TLS state at all.
 
 use std::sync::Arc;
 
@@ -23,6 +32,79 @@ use crate::transport::{KtlsTransport, Transport};
 const MAX_DISCARDED_BODY: u64 = 64 * 1024;
 /// Initial read buffer size; it doubles up to `limits.max_head_bytes`.
 const INITIAL_READ_BUFFER: usize = 2048;
+
+/// Read buffers kept for reuse on a worker thread.
+const POOLED_HEAD_BUFFERS: usize = 1024;
+
+thread_local! {
+    static HEAD_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connection's read buffer, taken from a per-thread pool and returned to it when
+/// the connection goes idle or ends, so idle connections hold none and busy ones
+/// allocate nothing per request. A buffer grown past its initial size is freed
+/// rather than pooled.
+struct HeadBuffer {
+    buf: Vec<u8>,
+    initial: usize,
+}
+
+impl HeadBuffer {
+    /// A parked buffer: [`unpark`](Self::unpark) before use.
+    fn new(initial: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            initial,
+        }
+    }
+
+    /// Gives the buffer back to the pool (its contents are not needed).
+    fn park(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.len() == self.initial {
+            HEAD_BUFFERS.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOLED_HEAD_BUFFERS {
+                    p.push(buf);
+                }
+            });
+        }
+    }
+
+    /// Takes a buffer (pooled if one is free) after [`park`](Self::park).
+    fn unpark(&mut self) {
+        if !self.buf.is_empty() {
+            return;
+        }
+        let initial = self.initial;
+        self.buf = HEAD_BUFFERS
+            .with(|p| {
+                let mut p = p.borrow_mut();
+                let at = p.iter().rposition(|b| b.len() == initial)?;
+                Some(p.swap_remove(at))
+            })
+            .unwrap_or_else(|| vec![0u8; initial]);
+    }
+}
+
+impl Drop for HeadBuffer {
+    fn drop(&mut self) {
+        self.park();
+    }
+}
+
+impl std::ops::Deref for HeadBuffer {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for HeadBuffer {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+}
 
 /// What every connection task shares.
 pub struct ConnShared {
@@ -204,7 +286,7 @@ async fn serve_requests<T: Transport>(
         max_head_bytes: max_head,
         max_target_bytes: limits.max_request_target_bytes.get(),
     };
-    let mut buf = vec![0u8; INITIAL_READ_BUFFER.min(max_head)];
+    let mut buf = HeadBuffer::new(INITIAL_READ_BUFFER.min(max_head));
     let mut filled = 0usize;
     let mut scratch = Scratch::default();
     let mut served: u32 = 0;
@@ -213,16 +295,41 @@ async fn serve_requests<T: Transport>(
         // ---- read one head
         let mut head_deadline: Option<Instant> =
             (filled > 0).then(|| Instant::now() + limits.header_read_timeout);
+        if filled == 0 {
+            // Idle between requests: no buffer while waiting for the next one.
+            buf.park();
+            let wait = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    t.close().await;
+                    return CloseReason::Shutdown;
+                }
+                r = timeout_at(Instant::now() + limits.idle_timeout, t.readable()) => r,
+            };
+            match wait {
+                Err(_elapsed) => {
+                    t.close().await;
+                    return CloseReason::IdleTimeout;
+                }
+                Ok(Err(_)) => return CloseReason::IoError,
+                Ok(Ok(())) => buf.unpark(),
+            }
+        }
         let head = loop {
             if filled > 0 {
                 match request::parse(&buf[..filled], &head_limits) {
                     Ok(Some(h)) => break h,
                     Ok(None) => {}
-                    Err(e) => return reject(t, shared, &mut scratch, e, stats).await,
+                    Err(e) => {
+                        // Cold paths are boxed so the request loop's future, which
+                        // every idle connection carries, is not sized for them.
+                        return Box::pin(reject(t, shared, &mut scratch, e, stats, &mut buf)).await;
+                    }
                 }
                 if filled == buf.len() {
                     // parse_head reports HeadTooLarge once max_head bytes are buffered.
-                    buf.resize((buf.len() * 2).min(max_head), 0);
+                    let grown = (buf.len() * 2).min(max_head);
+                    buf.resize(grown, 0);
                 }
             }
             let deadline = head_deadline.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
@@ -257,7 +364,15 @@ async fn serve_requests<T: Transport>(
 
         // ---- a request body: we answer without it, then discard it (bounded)
         if head.content_length > MAX_DISCARDED_BODY {
-            return reject(t, shared, &mut scratch, HttpError::BodyTooLarge, stats).await;
+            return Box::pin(reject(
+                t,
+                shared,
+                &mut scratch,
+                HttpError::BodyTooLarge,
+                stats,
+                &mut buf,
+            ))
+            .await;
         }
         if head.content_length > 0 && head.expect_continue && head.minor_version >= 1 {
             // RFC 9110 10.1.1: the client waits for this before sending the body.
@@ -310,10 +425,14 @@ async fn serve_requests<T: Transport>(
                 if may_hold {
                     let wait = until_ms.saturating_sub(crate::streams::now_ms());
                     let wake = (Instant::now() + std::time::Duration::from_millis(wait)).min(limit);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => may_hold = false,
-                        _ = tokio::time::sleep_until(wake) => may_hold = Instant::now() < limit,
-                    }
+                    let woke = Box::pin(async {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => false,
+                            _ = tokio::time::sleep_until(wake) => true,
+                        }
+                    })
+                    .await;
+                    may_hold = woke && Instant::now() < limit;
                 }
                 plan = handler::respond(
                     &head,
@@ -336,7 +455,7 @@ async fn serve_requests<T: Transport>(
         if let Some(fill) = plan.fill.take() {
             // A cache miss: wait for the origin's head (the fill's deadlines bound
             // this), then answer from the fill as its bytes land.
-            let fill_head = fill.fill().head().await;
+            let fill_head = Box::pin(fill.fill().head()).await;
             plan = handler::fill_response(
                 &head,
                 &buf[..filled],
@@ -390,6 +509,9 @@ async fn serve_requests<T: Transport>(
         }
         if plan.close {
             t.close().await;
+            if status >= 400 {
+                Box::pin(linger(t, &mut buf, limits.lingering_close)).await;
+            }
             // The handler closes only when told to (client wish, request cap,
             // shutdown), on a 5xx or an error with `server.close_after_error`, or
             // when the kTLS byte budget is spent.
@@ -487,7 +609,7 @@ async fn send<T: Transport>(
             r
         }
         Body::Fill { fill, offset, len } => match t.write_head(&scratch.head, false).await {
-            Ok(()) => send_fill(t, fill, *offset, *len).await,
+            Ok(()) => Box::pin(send_fill(t, fill, *offset, *len)).await,
             Err(e) => Err(e),
         },
     };
@@ -543,13 +665,26 @@ async fn send_fill<T: Transport>(
     Ok(())
 }
 
-/// Answers a framing error and closes.
+/// Lingering close: after our FIN, reads and discards what the client still sends
+/// until it closes too, `limit` passes or the read fails, so the error answer just
+/// sent is read by the client rather than lost to the reset a close with unread
+/// input would send (nginx's `lingering_close`).
+async fn linger<T: Transport>(t: &mut T, buf: &mut [u8], limit: std::time::Duration) {
+    if limit.is_zero() || buf.is_empty() {
+        return;
+    }
+    let deadline = Instant::now() + limit;
+    while let Ok(Ok(1..)) = timeout_at(deadline, t.read(buf)).await {}
+}
+
+/// Answers a framing error and closes (lingering: see [`linger`]).
 async fn reject<T: Transport>(
     t: &mut T,
     shared: &ConnShared,
     scratch: &mut Scratch,
     err: HttpError,
     stats: &mut ConnStats,
+    buf: &mut [u8],
 ) -> CloseReason {
     let plan = handler::error_response(err, Method::Get, None, &shared.site, scratch, false, None);
     stats.last_status = plan.status;
@@ -568,6 +703,7 @@ async fn reject<T: Transport>(
         .is_ok()
     {
         t.close().await;
+        linger(t, buf, shared.limits.lingering_close).await;
     }
     CloseReason::FramingError
 }

@@ -178,6 +178,15 @@ pub struct Metrics {
     pub refused: IntCounter,
     /// Connections open now.
     pub open: IntGauge,
+    /// Connections open now, by worker thread (how `SO_REUSEPORT` spread them).
+    pub worker_open: IntGaugeVec,
+    /// Connections accepted, by worker thread.
+    pub worker_accepted: IntCounterVec,
+    /// TLS handshakes running now (all workers).
+    pub handshakes_in_progress: IntGauge,
+    /// Times an accept loop waited because its worker ran
+    /// `limits.max_tls_handshakes_per_worker` handshakes.
+    pub handshake_bound_waits: IntCounter,
     /// TLS connections served with kTLS offload.
     pub tls_ktls: IntCounter,
     /// TLS connections served by rustls in userspace.
@@ -262,6 +271,31 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
+        let worker_open = IntGaugeVec::new(
+            Opts::new(
+                "edge_worker_open_connections",
+                "Client connections open now, by worker thread.",
+            ),
+            &["worker"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(worker_open.clone()))
+            .expect("unique metric");
+        let worker_accepted = counter_vec(
+            "edge_worker_accepted_total",
+            "Client connections accepted, by worker thread.",
+            "worker",
+        );
+        let handshake_bound_waits = IntCounter::new(
+            "edge_tls_handshake_bound_waits_total",
+            "Times a worker stopped accepting because limits.max_tls_handshakes_per_worker \
+             handshakes were running (the listen backlog held new connections).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(handshake_bound_waits.clone()))
+            .expect("unique metric");
         let refused = IntCounter::new(
             "edge_connections_refused_total",
             "Connections refused because limits.max_connections were open.",
@@ -279,6 +313,13 @@ impl Metrics {
             accepted_http: accepted.with_label_values(&["http"]),
             refused,
             open: gauge("edge_connections_open", "Client connections open now."),
+            worker_open,
+            worker_accepted,
+            handshakes_in_progress: gauge(
+                "edge_tls_handshakes_in_progress",
+                "TLS handshakes running now.",
+            ),
+            handshake_bound_waits,
             tls_ktls: tls_conns.with_label_values(&["ktls"]),
             tls_userspace: tls_conns.with_label_values(&["userspace"]),
             handshakes_full: handshakes.with_label_values(&["full"]),

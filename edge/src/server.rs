@@ -179,7 +179,7 @@ impl Running {
                     for (std_listener, is_tls) in listeners {
                         match TcpListener::from_std(std_listener) {
                             Ok(l) => {
-                                ctx.tasks.spawn(accept_loop(l, ctx.clone(), is_tls));
+                                ctx.tasks.spawn(accept_loop(l, ctx.clone(), is_tls, i));
                             }
                             Err(e) => {
                                 let _ =
@@ -461,9 +461,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
     });
     tasks.spawn(catalog.refresh_from_origins(shutdown.clone()));
-    tasks.spawn(accept_loop(tls_listener, ctx.clone(), true));
+    tasks.spawn(accept_loop(tls_listener, ctx.clone(), true, 0));
     if let Some(l) = http_listener {
-        tasks.spawn(accept_loop(l, ctx.clone(), false));
+        tasks.spawn(accept_loop(l, ctx.clone(), false, 0));
     }
 
     Ok(Running {
@@ -532,8 +532,32 @@ fn content_root_err(config: &Config, reason: &str) -> StartError {
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
+/// Accepts on one listener of worker `worker`. A TLS connection's handshake starts
+/// once its first byte is in and one of the worker's
+/// `limits.max_tls_handshakes_per_worker` handshake slots is free (slots are given in
+/// arrival order); while all are taken the loop accepts nothing and the kernel's
+/// backlog holds new connections. So a flood of new connections cannot queue hundreds
+/// of key exchanges in front of the requests of connections already through theirs,
+/// and connections that send nothing hold no slot.
+async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool, worker: usize) {
+    let metrics = &ctx.conn.metrics;
+    let label = worker.to_string();
+    let worker_open = metrics.worker_open.with_label_values(&[&label]);
+    let worker_accepted = metrics.worker_accepted.with_label_values(&[&label]);
+    let handshakes = Arc::new(Semaphore::new(
+        ctx.conn.limits.max_tls_handshakes_per_worker.get(),
+    ));
     loop {
+        if is_tls && handshakes.available_permits() == 0 {
+            // The worker runs as many handshakes as it may: leave new connections
+            // in the kernel's backlog until one finishes.
+            metrics.handshake_bound_waits.inc();
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => return,
+                p = handshakes.acquire() => drop(p),
+            }
+        }
         let accepted = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => return,
@@ -559,7 +583,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
             }
         };
         let Ok(permit) = ctx.conn_limit.clone().try_acquire_owned() else {
-            ctx.conn.metrics.refused.inc();
+            metrics.refused.inc();
             if is_tls {
                 drop(stream);
             } else {
@@ -568,28 +592,32 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        worker_accepted.inc();
         let ctx2 = ctx.clone();
+        let worker_open = worker_open.clone();
+        let handshakes = handshakes.clone();
         let span = tracing::debug_span!("conn", %peer, tls = is_tls);
         let task = async move {
             let _permit = permit;
             let metrics = &ctx2.conn.metrics;
             metrics.open.inc();
-            let _open = OpenGuard(metrics);
+            worker_open.inc();
+            let _open = OpenGuard(metrics, worker_open);
             let ip = peer.ip().to_canonical();
             let reason = if is_tls {
                 metrics.accepted_tls.inc();
-                serve_tls(stream, &ctx2, ip).await
+                Box::pin(serve_tls(stream, &ctx2, ip, &handshakes)).await
             } else {
                 metrics.accepted_http.inc();
                 let mut t = PlainTransport::new(stream, &ctx2.conn.limits);
                 Some(
-                    conn::serve(
+                    Box::pin(conn::serve(
                         &mut t,
                         &ctx2.conn,
                         &ctx2.shutdown,
                         ip,
                         web_ui::telemetry::ConnMode::Plain,
-                    )
+                    ))
                     .await,
                 )
             };
@@ -601,10 +629,34 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool) {
     }
 }
 
-struct OpenGuard<'a>(&'a Metrics);
+struct OpenGuard<'a>(&'a Metrics, prometheus::IntGauge);
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
         self.0.open.dec();
+        self.1.dec();
+    }
+}
+
+/// Counts a handshake in progress and holds its worker's handshake slot until the
+/// handshake is over (either way).
+struct HandshakeGuard<'a> {
+    metrics: &'a Metrics,
+    _slot: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl<'a> HandshakeGuard<'a> {
+    fn new(metrics: &'a Metrics, slot: tokio::sync::SemaphorePermit<'a>) -> Self {
+        metrics.handshakes_in_progress.inc();
+        Self {
+            metrics,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for HandshakeGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics.handshakes_in_progress.dec();
     }
 }
 
@@ -645,6 +697,7 @@ async fn serve_tls(
     stream: TcpStream,
     ctx: &ServerCtx,
     ip: std::net::IpAddr,
+    handshakes: &Semaphore,
 ) -> Option<CloseReason> {
     use web_ui::telemetry::{ConnMode, HandshakeFailure, HandshakeInfo};
     let metrics = &ctx.conn.metrics;
@@ -661,7 +714,19 @@ async fn serve_tls(
         return None;
     }
     let began = std::time::Instant::now();
-    let accept = handshake(ktls::CorkStream::new(stream), ctx.tls_config.load_full());
+    let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, handshakes.acquire()).await else {
+        metrics.handshake_failed_timeout.inc();
+        telemetry.handshake_failed(HandshakeFailure::Timeout);
+        return None;
+    };
+    let handshaking = HandshakeGuard::new(metrics, slot);
+    // Boxed, like the request loops below: a connection's task is as large as its
+    // largest state, and an idle keep-alive connection should not carry room for a
+    // handshake it finished long ago (see the memory notes in `conn`).
+    let accept = Box::pin(handshake(
+        ktls::CorkStream::new(stream),
+        ctx.tls_config.load_full(),
+    ));
     let tls = match tokio::time::timeout_at(deadline, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -683,6 +748,7 @@ async fn serve_tls(
             return None;
         }
     };
+    drop(handshaking);
     let (_, session) = tls.get_ref();
     let resumed = session.handshake_kind() == Some(HandshakeKind::Resumed);
     if resumed {
@@ -716,11 +782,19 @@ async fn serve_tls(
         metrics.ktls_setup_failed(KtlsSetupFailure::UnsupportedCipher);
     }
     let tls = if offload {
-        match offload::hand_over(tls, limits.send_timeout, limits.header_read_timeout).await {
+        match Box::pin(offload::hand_over(
+            tls,
+            limits.send_timeout,
+            limits.header_read_timeout,
+        ))
+        .await
+        {
             Handover::Offloaded { stream, drained } => {
                 metrics.tls_ktls.inc();
                 let mut t = KtlsTransport::new(stream, drained, limits, ctx.ktls_max_bytes);
-                return Some(conn::serve_ktls(&mut t, &ctx.conn, &ctx.shutdown, ip).await);
+                return Some(
+                    Box::pin(conn::serve_ktls(&mut t, &ctx.conn, &ctx.shutdown, ip)).await,
+                );
             }
             Handover::Declined { tls, error } => {
                 metrics.ktls_setup_failed(KtlsSetupFailure::UlpRefused);
@@ -742,5 +816,14 @@ async fn serve_tls(
     };
     metrics.tls_userspace.inc();
     let mut t = RustlsTransport::new(tls, ctx.pool.clone(), limits);
-    Some(conn::serve(&mut t, &ctx.conn, &ctx.shutdown, ip, ConnMode::UserspaceTls).await)
+    Some(
+        Box::pin(conn::serve(
+            &mut t,
+            &ctx.conn,
+            &ctx.shutdown,
+            ip,
+            ConnMode::UserspaceTls,
+        ))
+        .await,
+    )
 }

@@ -130,6 +130,10 @@ pub trait Transport {
         buf: &mut [u8],
     ) -> impl std::future::Future<Output = io::Result<usize>> + Send;
 
+    /// Waits until a read would find something (request bytes, or the peer's end)
+    /// without taking a buffer, so an idle keep-alive connection holds none.
+    fn readable(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+
     /// Starts a response: sends its head (and any short static body appended to it);
     /// the response's send deadlines ([`Pace`]) start here. `more` says a file body
     /// follows: the head is held back to share packets (and TLS records) with it.
@@ -251,6 +255,9 @@ impl Transport for PlainTransport {
     async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.stream.read(buf).await
     }
+    async fn readable(&mut self) -> io::Result<()> {
+        self.stream.readable().await
+    }
     async fn write_head(&mut self, head: &[u8], more: bool) -> io::Result<()> {
         self.pace.begin();
         send_all(&self.stream, head, more, &mut self.pace).await
@@ -339,6 +346,12 @@ impl Transport for KtlsTransport {
                 Err(e) => return Err(e),
             }
         }
+    }
+    async fn readable(&mut self) -> io::Result<()> {
+        if self.drained.is_some() || self.control.is_some() {
+            return Ok(());
+        }
+        self.stream.readable().await
     }
     async fn write_head(&mut self, head: &[u8], more: bool) -> io::Result<()> {
         self.pace.begin();
@@ -431,6 +444,15 @@ impl Transport for RustlsTransport {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
             r => r,
         }
+    }
+    async fn readable(&mut self) -> io::Result<()> {
+        // Plaintext rustls already decrypted (a pipelined request, or the peer's
+        // close_notify) is readable now; otherwise wait for the socket.
+        let (tcp, session) = self.stream.get_ref();
+        if !session.wants_read() {
+            return Ok(());
+        }
+        tcp.io.readable().await
     }
     async fn write_head(&mut self, head: &[u8], more: bool) -> io::Result<()> {
         self.pace.begin();

@@ -188,8 +188,9 @@ async fn unsupported_methods_get_405_and_keep_alive() {
 
 /// After an error that closes the connection, a client that kept sending (a head far
 /// over the limit, then more) can still read the whole answer. Plain HTTP and TLS.
-/// (On loopback Linux delivers the answer even though the server's close with unread
-/// input sends a reset; lingering close for real networks is issue 10's.)
+/// (On loopback Linux delivers the answer even when a close with unread input sends a
+/// reset; `lingering_close_lets_a_client_still_sending_finish_and_read_the_error`
+/// checks that no reset is sent.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_answer_survives_input_sent_past_the_limit() {
     let s = start().await;
@@ -223,4 +224,77 @@ where
         .unwrap_or_else(|| panic!("{label}: the 431 was lost (reset by the server's close)"));
     assert_eq!(r.status, 431, "{label}");
     assert_eq!(r.body, b"request header fields too large\n", "{label}");
+}
+
+/// Lingering close: after an error answer that closes the connection (413 here, for a
+/// body far over what is read and discarded), edge sends its FIN but keeps reading and
+/// discarding for `limits.lingering_close_secs`. A client still sending its body gets
+/// no reset (every write succeeds), then reads the whole answer and a clean end, on
+/// plain HTTP and TLS. Without lingering, closing with unread input resets the
+/// connection and the client's next write fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lingering_close_lets_a_client_still_sending_finish_and_read_the_error() {
+    let s = TestServer::start(&format!("{LIMITS}lingering_close_secs = 2\n")).await;
+    s.put("ok.ts", b"fine");
+    let tcp = TcpStream::connect(s.http).await.unwrap();
+    keeps_sending_then_reads_413(Client::new(tcp), "plain HTTP").await;
+    keeps_sending_then_reads_413(Client::new(s.tls_connect().await), "TLS").await;
+
+    // Lingering is bounded: a client that never stops sending is cut off once
+    // lingering_close_secs have passed.
+    let mut c = Client::new(TcpStream::connect(s.http).await.unwrap());
+    c.send(b"GET /ok.ts HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
+        .await;
+    let started = Instant::now();
+    let chunk = vec![b'b'; 16 * 1024];
+    let cut_after = loop {
+        let w = tokio::time::timeout(Duration::from_secs(2), c.stream.write_all(&chunk)).await;
+        if !matches!(w, Ok(Ok(()))) {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a client sending forever was not cut off 8 s after a 413 (lingering_close_secs = 2)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        cut_after >= Duration::from_millis(1500),
+        "cut off after {cut_after:?}, before lingering_close_secs = 2 had passed"
+    );
+    still_serves(&s).await;
+}
+
+/// Announces a 100 MB body, sends 640 KiB of it over a second (the server has
+/// answered 413 and closed by then), ends its side, then reads.
+async fn keeps_sending_then_reads_413<S>(mut c: Client<S>, label: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    c.send(b"GET /ok.ts HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
+        .await;
+    let chunk = vec![b'b'; 64 * 1024];
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let w = tokio::time::timeout(Duration::from_secs(2), async {
+            c.stream.write_all(&chunk).await?;
+            c.stream.flush().await
+        })
+        .await;
+        match w {
+            Ok(Ok(())) => {}
+            other => panic!(
+                "{label}: write {i} of the body after the 413 failed ({other:?}): the server \
+                 reset the connection instead of lingering"
+            ),
+        }
+    }
+    let _ = c.stream.shutdown().await;
+    let r = c
+        .read_response(false)
+        .await
+        .unwrap_or_else(|| panic!("{label}: no answer"));
+    assert_eq!(r.status, 413, "{label}");
+    assert_eq!(r.header("connection"), Some("close"), "{label}");
+    assert!(c.is_closed().await, "{label}: closed after the answer");
 }
