@@ -10,6 +10,7 @@ mod descriptors;
 mod fleet_tls;
 mod hardening;
 mod manifests;
+mod scale;
 mod semantics;
 mod storms;
 mod tls_integrity;

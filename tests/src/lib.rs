@@ -169,6 +169,12 @@ impl TestServer {
 
     /// `GET path` on the admin listener with the token: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let (status, body) = self.admin_get_bytes(path).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `GET path` on the admin listener with the token: (status, body bytes).
+    pub async fn admin_get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
         let token = std::fs::read_to_string(self.state.join("admin.token")).unwrap();
         let mut s = TcpStream::connect(self.admin).await.unwrap();
         let req = format!(
@@ -180,15 +186,23 @@ impl TestServer {
         tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)
             .await
             .unwrap();
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let status = text
+        let split = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(out.len(), |p| p + 4);
+        let head = String::from_utf8_lossy(&out[..split]);
+        let status = head
             .split(' ')
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map_or(String::new(), |(_, b)| b.to_string());
+        let mut body = out[split..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
         (status, body)
     }
 
@@ -462,4 +476,23 @@ pub fn listening_addr(child: &mut std::process::Child, key: &str) -> SocketAddr 
         .unwrap_or_else(|| panic!("no {key}= in listening line {line:?}"))
         .parse()
         .expect("an address")
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body (test helper; trusts its input).
+pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&raw[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        raw = &raw[eol + 2..];
+        if size == 0 || raw.len() < size {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = raw.get(size + 2..).unwrap_or(&[]);
+    }
 }

@@ -14,6 +14,7 @@
 //! never logged.
 
 pub mod dashboard;
+pub mod profile;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -87,8 +88,9 @@ impl AdminState {
 /// (sets the session cookie, 303 to `/`). Behind the token or the cookie: `/metrics`,
 /// `POST /purge?key=PATH` or `?prefix=PATH`, the pages `/`, `/tls`, `/storms`,
 /// `/config`, their `/assets/NAME`, and the JSON API `/api/overview`,
-/// `/api/series?res=s|m`, `/api/tls`, `/api/storms`, `/api/storms/ID`, `/api/config`.
-/// Unknown paths answer 401 without credentials and 404 with them.
+/// `/api/series?res=s|m`, `/api/tls`, `/api/storms`, `/api/storms/ID`, `/api/config`,
+/// and the CPU profiler `/debug/pprof/profile?seconds=N&format=svg|pprof` (see
+/// [`profile`]; 409 while another profile runs). Unknown paths answer 401 without credentials and 404 with them.
 pub fn router(state: Arc<AdminState>) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
@@ -104,6 +106,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/storms", get(api_storms))
         .route("/api/storms/{id}", get(api_storm))
         .route("/api/config", get(api_config))
+        .route("/debug/pprof/profile", get(cpu_profile))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -299,6 +302,42 @@ async fn api_config(State(state): State<Arc<AdminState>>) -> Response {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     json_response(v)
+}
+
+async fn cpu_profile(req: Request) -> Response {
+    use profile::{ProfileError, ProfileFormat};
+    let (length, format) = match profile::parse_query(req.uri().query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match profile::record(length, format).await {
+        Ok(body) => {
+            let (content_type, name) = match format {
+                ProfileFormat::FlameGraph => ("image/svg+xml", "edge-cpu.svg"),
+                ProfileFormat::Pprof => ("application/octet-stream", "edge-cpu.pb.gz"),
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, content_type.to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{name}\""),
+                    ),
+                    (header::CACHE_CONTROL, "no-store".to_string()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(e @ ProfileError::Busy) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+        Err(e @ ProfileError::BadRequest(_)) => {
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+        Err(e @ ProfileError::Failed(_)) => {
+            tracing::warn!(error = %e, "CPU profile failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+    }
 }
 
 /// Serves the admin router on `listener` until `shutdown` is cancelled.
