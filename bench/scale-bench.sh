@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# bench/scale-bench.sh -- server-bound throughput at many connections: `edge` vs
+# Debian's nginx, plain HTTP and HTTPS, in one run.
+#
+# Both servers run on SERVER_CPUS with WORKERS workers each (edge
+# EDGE_WORKER_THREADS=$WORKERS, nginx worker_processes $WORKERS with reuseport);
+# wrk runs on CLIENT_CPUS with one thread per client CPU and keeps CONNS keep-alive
+# connections busy fetching NFILES files of FILE_MIB MiB round-robin (the workload of
+# host-bench.sh). Per mode and connection count, nginx then edge:
+#   1. wrk starts; the script waits until every connection is receiving a response
+#      (client sockets to the port with over RAMP_BYTES received, tcp_info from ss -i:
+#      past the TLS handshake; at most RAMP_MAX s), then SETTLE s more, so that the
+#      connects and TLS handshakes stay out of the window;
+#   2. a DURATION s window: at its start and end the script reads the server's CPU
+#      time (utime+stime of the whole process tree, /proc/PID/stat; per worker too:
+#      nginx worker processes; edge: its main thread, which is worker 0 and also runs
+#      the admin plane, and its edge-worker-N threads), wrk's CPU time, and the
+#      bytes wrk has read from its sockets (rchar, /proc/PID/io; over HTTPS that is TLS
+#      records, ~0.1 % over the payload); halfway through it samples the connections
+#      per worker (edge: the gauge edge_worker_open_connections{worker="N"} from its
+#      /metrics, "n/a" when the binary has none; nginx: established connections on
+#      the port per worker pid, from ss -p);
+#   3. wrk is stopped (SIGINT) and its summary read for errors (socket errors,
+#      non-2xx/3xx, requests over WRK_TIMEOUT).
+# Per point: MB/s and req/s over the window (req/s = bytes / response size, the
+# file plus the server's response head as curl sees it),
+# server CPU s and its share of SERVER_CPUS, server CPU s per GB, client CPU share of
+# CLIENT_CPUS, which side was saturated (bound: server when the server used at least
+# SATURATION of its CPUs, client when wrk did and the server did not, else neither;
+# only "server" points measure the server), wrk errors, and the per-worker spread of
+# connections and of CPU seconds as min/max. Then the edge/nginx ratios of MB/s and of
+# CPU s per GB per point.
+#
+# Usage (from anywhere; run as root or have nginx/wrk/openssl/curl installed):
+#   cargo build --release -p edge                 # once; the script never runs cargo
+#   bench/scale-bench.sh                          # 3 conns x 2 modes x 2 servers x ~15 s (~3-4 min)
+#   CONNS="64 256" DURATION=3 bench/scale-bench.sh             # quick check
+#   SERVER_CPUS=0-3 CLIENT_CPUS=4-15 bench/scale-bench.sh      # 16-core machine
+#
+# Environment (defaults in brackets):
+#   OUT               work/output dir [<repo>/bench/out] (gitignored)
+#   EDGE_BIN          edge binary [${CARGO_TARGET_DIR:-<repo>/target}/release/edge]
+#   SERVERS           servers per point, in this order ["nginx edge"]
+#   MODES             ["http https"]
+#   CONNS             wrk connection counts ["256 4096 16000"]
+#   DURATION          measured seconds per point [10]
+#   WARMUP            unmeasured wrk seconds per server and mode (at the smallest
+#                     CONNS), 0 = none [2]
+#   RAMP_MAX          longest wait for all connections to receive data, seconds [60]
+#   RAMP_BYTES        bytes a connection must have received to count as receiving [16384]
+#   SETTLE            seconds between "all receiving" and the window [1]
+#   SERVER_CPUS       CPU list for the servers (taskset -c) [0]
+#   CLIENT_CPUS       CPU list for wrk (and this script) [every other CPU]
+#   WORKERS           edge worker threads = nginx worker processes [CPUs in SERVER_CPUS]
+#   WRK_THREADS       wrk -t [CPUs in CLIENT_CPUS, at most the connections]
+#   WRK_TIMEOUT       wrk --timeout: responses slower than this count as errors [60s]
+#   SATURATION        CPU share at which the client or the server counts as saturated [0.90]
+#   NFILES FILE_MIB   segment files [32 2]
+#   NGINX_BIN         [nginx from PATH or /usr/sbin/nginx]
+#   NGINX_HTTP_PORT NGINX_HTTPS_PORT              [29080 29443]
+#   EDGE_HTTP_PORT EDGE_TLS_PORT EDGE_ADMIN_PORT  [29180 29543 29181]
+#   (the script aborts if one of them is already in use)
+#
+# The server settings: nginx sendfile + tcp_nopush, keepalive_requests 1000000,
+# worker_connections = the largest CONNS + 1024, access_log off, reuseport and
+# backlog=4096 on each listen; edge max_connections = the largest CONNS + 1024,
+# max_requests_per_connection 1000000, min_send_rate_bytes_per_sec 0 (nginx has no
+# rate floor). Both: TLS 1.2/1.3 with an ECDSA P-256 certificate, no kTLS, idle
+# timeout 3600 s. The script raises its soft open-file limit to the hard limit (wrk
+# and the servers inherit it) and warns when that is below the largest CONNS + 256.
+# Output: a table and ratio lines on stdout; $OUT/scale-results.md (markdown for
+# BENCHMARKS.md with host, kernel, nproc, CPU sets and the command line); raw rows in
+# $OUT/scale-results.tsv; wrk output and server logs in $OUT/logs/scale-*.
+# Units: MB = 10^6 bytes, GB = 10^9 bytes.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+
+# the command as given, with the settings from the environment
+COMMAND_LINE=""
+for v in OUT EDGE_BIN SERVERS MODES CONNS DURATION WARMUP RAMP_MAX RAMP_BYTES SETTLE SERVER_CPUS \
+  CLIENT_CPUS WORKERS WRK_THREADS WRK_TIMEOUT SATURATION NFILES FILE_MIB NGINX_BIN; do
+  if [[ -n ${!v:-} ]]; then COMMAND_LINE+="$v=$(printf '%q' "${!v}") "; fi
+done
+COMMAND_LINE+="$0${*:+ $*}"
+
+OUT=${OUT:-$ROOT/bench/out}
+EDGE_BIN=${EDGE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/edge}
+SERVERS=${SERVERS:-nginx edge}
+MODES=${MODES:-http https}
+CONNS=${CONNS:-256 4096 16000}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+RAMP_MAX=${RAMP_MAX:-60}
+RAMP_BYTES=${RAMP_BYTES:-16384}
+SETTLE=${SETTLE:-1}
+SERVER_CPUS=${SERVER_CPUS:-0}
+WRK_TIMEOUT=${WRK_TIMEOUT:-60s}
+SATURATION=${SATURATION:-0.90}
+NFILES=${NFILES:-32}
+FILE_MIB=${FILE_MIB:-2}
+NGINX_HTTP_PORT=${NGINX_HTTP_PORT:-29080}
+NGINX_HTTPS_PORT=${NGINX_HTTPS_PORT:-29443}
+EDGE_HTTP_PORT=${EDGE_HTTP_PORT:-29180}
+EDGE_TLS_PORT=${EDGE_TLS_PORT:-29543}
+EDGE_ADMIN_PORT=${EDGE_ADMIN_PORT:-29181}
+IDLE_TIMEOUT=3600
+HOST=127.0.0.1
+
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
+
+# ---------------------------------------------------------------- checks, tools
+for s in $SERVERS; do [[ $s == nginx || $s == edge ]] || die "unknown server '$s' (nginx and/or edge)"; done
+for m in $MODES; do [[ $m == http || $m == https ]] || die "unknown mode '$m' (http and/or https)"; done
+MAX_C=0
+for c in $CONNS; do
+  [[ $c =~ ^[0-9]+$ && $c -gt 0 ]] || die "CONNS must be positive integers: $CONNS"
+  ((c > MAX_C)) && MAX_C=$c
+done
+MIN_C=$(tr ' ' '\n' <<<"$CONNS" | grep . | sort -n | head -n 1)
+for v in DURATION WARMUP RAMP_MAX RAMP_BYTES SETTLE NFILES FILE_MIB; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number: ${!v}"
+done
+((DURATION > 0)) || die "DURATION must be positive"
+[[ " $SERVERS " != *" edge "* || -x $EDGE_BIN ]] ||
+  die "edge binary not found at $EDGE_BIN (build it with 'cargo build --release' or set EDGE_BIN)"
+
+install_missing
+NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
+WRK=$(command -v wrk)
+CLK_TCK=$(getconf CLK_TCK)
+N_SERVER=$(cpu_count "$SERVER_CPUS")
+if [[ -z ${CLIENT_CPUS:-} ]]; then
+  CLIENT_CPUS=$(other_cpus "$SERVER_CPUS")
+  [[ -n $CLIENT_CPUS ]] || { CLIENT_CPUS=$SERVER_CPUS; warn "no CPU left for the client: wrk shares $SERVER_CPUS with the servers"; }
+fi
+N_CLIENT=$(cpu_count "$CLIENT_CPUS")
+WORKERS=${WORKERS:-$N_SERVER}
+[[ $WORKERS =~ ^[0-9]+$ && $WORKERS -gt 0 ]] || die "WORKERS must be a positive integer: $WORKERS"
+taskset -c "$SERVER_CPUS" true 2>/dev/null || die "cannot pin to SERVER_CPUS=$SERVER_CPUS"
+NPROC=$(nproc) # before this script pins itself to the client CPUs
+taskset -pc "$CLIENT_CPUS" $$ >/dev/null 2>&1 || die "cannot pin to CLIENT_CPUS=$CLIENT_CPUS"
+if [[ -n $(comm -12 <(cpu_list_expand "$SERVER_CPUS" | sort -u) <(cpu_list_expand "$CLIENT_CPUS" | sort -u)) ]]; then
+  warn "SERVER_CPUS ($SERVER_CPUS) and CLIENT_CPUS ($CLIENT_CPUS) overlap: the server is not alone on its CPUs"
+fi
+raise_nofile $((MAX_C + 256))
+((MAX_C * 10 <= $(ephemeral_ports) * 9)) ||
+  warn "$MAX_C connections from one address is near the $(ephemeral_ports) ephemeral ports (ip_local_port_range): connects may fail"
+MAX_CONNS=$((MAX_C + 1024))
+check_ports_free "$NGINX_HTTP_PORT" "$NGINX_HTTPS_PORT" "$EDGE_HTTP_PORT" "$EDGE_TLS_PORT" "$EDGE_ADMIN_PORT"
+
+# ---------------------------------------------------------------- work dir, configs
+mkdir -p "$OUT/logs" "$OUT/nginx-tmp"
+OUT=$(cd "$OUT" && pwd)
+WWW=$OUT/www
+EDGE_STATE=$OUT/scale-edge-state
+mkdir -p "$WWW" "$EDGE_STATE"
+log "work dir: $OUT"
+ensure_segments "$WWW" "$NFILES" "$FILE_MIB"
+ensure_small "$WWW"
+ensure_cert "$OUT"
+write_wrk_lua "$OUT/scale.lua"
+NGINX_CONF=$OUT/scale-nginx.conf
+EDGE_CONF=$OUT/scale-edge.toml
+write_nginx_conf "$NGINX_CONF"
+write_edge_conf "$EDGE_CONF"
+FILE_BYTES=$((FILE_MIB * 1024 * 1024))
+
+trap 'stop_clients; stop_servers' EXIT
+trap 'exit 130' INT TERM
+
+base_url() { # server mode
+  if [[ $2 == http ]]; then echo "http://$HOST:$(http_port "$1")"; else echo "https://$HOST:$(tls_port "$1")"; fi
+}
+port_of() { if [[ $2 == http ]]; then http_port "$1"; else tls_port "$1"; fi; }
+wrk_threads_for() { # conns
+  local t=${WRK_THREADS:-$N_CLIENT}
+  ((t > $1)) && t=$1
+  echo "$t"
+}
+
+# correctness gate: a segment over each mode, byte for byte; RESP_BYTES[server] = the
+# size of a whole response (head + file), for req/s
+declare -A RESP_BYTES=()
+verify_server() { # server
+  local s=$1 m got want head
+  want=$(sha256sum "$WWW/seg_000.ts" | cut -d' ' -f1)
+  for m in $MODES; do
+    got=$(curl -sSk --fail --max-time 20 "$(base_url "$s" "$m")/seg_000.ts" | sha256sum | cut -d' ' -f1) ||
+      die "$s: GET $(base_url "$s" "$m")/seg_000.ts failed"
+    [[ $got == "$want" ]] || die "$s $m: wrong bytes for seg_000.ts (sha256 $got, expected $want)"
+  done
+  head=$(curl -sk --max-time 20 -D - -o /dev/null "$(base_url "$s" "$(awk '{ print $1 }' <<<"$MODES")")/seg_000.ts" | wc -c)
+  RESP_BYTES[$s]=$((FILE_BYTES + head))
+  log "$s: GET seg_000.ts sha256 OK over $MODES (response head $head bytes)"
+}
+
+# per-worker connections now ("min/max" over the workers, or n/a)
+conn_spread() { # server mode
+  local s=$1 port
+  port=$(port_of "$s" "$2")
+  if [[ $s == edge ]]; then
+    edge_metrics "$HOST:$EDGE_ADMIN_PORT" "$EDGE_STATE" | metric_values edge_worker_open_connections | min_max
+  else
+    # shellcheck disable=SC2046
+    established_by_pid "$port" $(pgrep -P "${PID[nginx]}") | min_max
+  fi
+}
+
+# ---------------------------------------------------------------- host info
+KERNEL=$(uname -sr)
+CPU_MODEL=$(cpu_model)
+NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //')
+EDGE_VERSION=$([[ -x $EDGE_BIN ]] && "$EDGE_BIN" --version 2>&1 || echo "not found")
+WRK_VERSION=$("$WRK" -v 2>&1 | awk 'NR == 1 { print $2 }' || true) # wrk -v exits 1
+log "host: $KERNEL, nproc $NPROC ($CPU_MODEL), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+log "CPU sets: servers on $SERVER_CPUS ($N_SERVER CPUs), wrk on $CLIENT_CPUS ($N_CLIENT CPUs); open-file limit $(ulimit -Sn)"
+log "nginx: $NGINX_VERSION, worker_processes $WORKERS, reuseport, worker_connections $MAX_CONNS, sendfile, no kTLS"
+log "edge: $EDGE_VERSION ($EDGE_BIN), EDGE_WORKER_THREADS=$WORKERS, max_connections $MAX_CONNS, ktls off"
+log "load: wrk $WRK_VERSION -t <= $N_CLIENT, conns: $CONNS, modes: $MODES, ${DURATION}s window after the ramp, $NFILES files x ${FILE_MIB} MiB round-robin"
+
+for s in $SERVERS; do
+  if [[ $s == nginx ]]; then start_pinned nginx "$NGINX_CONF" "$SERVER_CPUS" scale-nginx /small.bin
+  else start_pinned edge "$EDGE_CONF" "$SERVER_CPUS" scale-edge /small.bin; fi
+  log "$s started (pid ${PID[$s]})"
+  verify_server "$s"
+done
+if [[ ${PID[edge]+x} ]]; then
+  log "edge threads: $(awk '/^Threads:/{print $2}' "/proc/${PID[edge]}/status"), workers: $(worker_ticks edge "${PID[edge]}" | wc -l)"
+  if [[ -z $(edge_metrics "$HOST:$EDGE_ADMIN_PORT" "$EDGE_STATE" | metric_values edge_worker_open_connections) ]]; then
+    log "edge has no edge_worker_open_connections metric: its connection spread is n/a"
+  fi
+fi
+
+# ---------------------------------------------------------------- points
+RESULTS=$OUT/scale-results.tsv
+printf 'server\tmode\tconns\twrk_threads\tramp_s\twindow_s\tmb_s\treq_s\tserver_cpu_s\tserver_util\tcpu_s_per_gb\tclient_util\terrors\tconn_spread\tcpu_spread_s\twrk_requests\tload1\tbound\n' >"$RESULTS"
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+
+now() { echo "$EPOCHREALTIME"; }
+sleep_until() { # epoch seconds (fractional)
+  local d
+  d=$(awk -v t="$1" -v n="$EPOCHREALTIME" 'BEGIN { d = t - n; printf "%.3f", (d > 0) ? d : 0 }')
+  sleep "$d"
+}
+
+bench_point() { # server mode conns
+  local s=$1 m=$2 c=$3 port threads eff logf wpid pids pids_after t_start ramp ts t0 t1 n
+  local srv0 srv1 wrk0 wrk1 rc0 rc1 w0 w1 cspread load1 errors requests
+  port=$(port_of "$s" "$m")
+  threads=$(wrk_threads_for "$c")
+  eff=$((c / threads * threads)) # wrk gives each thread conns/threads
+  ((eff == c)) || warn "wrk opens $eff connections, not $c ($c / $threads threads rounded down)"
+  logf=$OUT/logs/scale-wrk-$s-$m-c$c.txt
+  load1=$(cut -d' ' -f1 /proc/loadavg)
+  pids=$(proc_tree "${PID[$s]}" | sort -n | tr '\n' ' ')
+
+  taskset -c "$CLIENT_CPUS" "$WRK" -t "$threads" -c "$c" -d "$((RAMP_MAX + SETTLE + DURATION + 30))s" --timeout "$WRK_TIMEOUT" --latency \
+    -s "$OUT/scale.lua" "$(base_url "$s" "$m")/" -- /seg_%03d.ts "$NFILES" >"$logf" 2>&1 &
+  wpid=$!
+  CLIENT[wrk]=$wpid
+  t_start=$(now)
+  while :; do
+    kill -0 "$wpid" 2>/dev/null || { cat "$logf" >&2; die "wrk exited early for $s $m c=$c"; }
+    n=$(receiving_from "$port" "$RAMP_BYTES")
+    ((n * 100 >= eff * 99)) && break # 99 %: room for connections wrk has just reopened
+    if awk -v a="$t_start" -v b="$EPOCHREALTIME" -v m="$RAMP_MAX" 'BEGIN { exit !(b - a > m) }'; then
+      warn "$s $m c=$c: only $n of $eff connections receiving after ${RAMP_MAX}s; measuring anyway"
+      break
+    fi
+    sleep 0.3
+  done
+  ramp=$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+  sleep "$SETTLE"
+
+  # shellcheck disable=SC2086
+  { t0=$(now); srv0=$(cpu_ticks $pids); wrk0=$(cpu_ticks "$wpid"); rc0=$(proc_rchar "$wpid"); }
+  w0=$(worker_ticks "$s" "${PID[$s]}")
+  ts=$(awk -v t="$t0" -v d="$DURATION" 'BEGIN { printf "%.6f", t + d }')
+  sleep_until "$(awk -v t="$t0" -v d="$DURATION" 'BEGIN { printf "%.6f", t + d / 2 }')"
+  cspread=$(conn_spread "$s" "$m")
+  sleep_until "$ts"
+  # shellcheck disable=SC2086
+  { t1=$(now); srv1=$(cpu_ticks $pids); wrk1=$(cpu_ticks "$wpid"); rc1=$(proc_rchar "$wpid"); }
+  w1=$(worker_ticks "$s" "${PID[$s]}")
+  kill -INT "$wpid" 2>/dev/null || true
+  wait "$wpid" || { cat "$logf" >&2; die "wrk failed for $s $m c=$c (see $logf)"; }
+  unset 'CLIENT[wrk]'
+  pids_after=$(proc_tree "${PID[$s]}" | sort -n | tr '\n' ' ')
+  [[ $pids == "$pids_after" ]] || warn "$s process set changed during the run ($pids -> $pids_after); CPU may be off"
+  grep -q '^WRKSTAT' "$logf" || die "no WRKSTAT line in $logf"
+  [[ -n $rc0 && -n $rc1 ]] || die "cannot read /proc/$wpid/io (wrk's bytes read): run as root or as wrk's user"
+  errors=$(wrk_errors "$logf")
+  requests=$(wrkstat "$logf" requests)
+
+  awk -v s="$s" -v m="$m" -v c="$c" -v th="$threads" -v ramp="$ramp" -v t0="$t0" -v t1="$t1" \
+      -v srv="$((srv1 - srv0))" -v wrk="$((wrk1 - wrk0))" -v rb="$((rc1 - rc0))" -v hz="$CLK_TCK" \
+      -v ns="$N_SERVER" -v nc="$N_CLIENT" -v errors="$errors" -v requests="$requests" \
+      -v resp="${RESP_BYTES[$s]}" -v cspread="$cspread" -v w0="$w0" -v w1="$w1" -v load1="$load1" \
+      -v sat="$SATURATION" 'BEGIN {
+    win = t1 - t0
+    mbs = rb / win / 1e6
+    rps = rb / resp / win
+    cpu = srv / hz; cli = wrk / hz
+    perg = (rb > 0) ? cpu / (rb / 1e9) : 0
+    # per-worker CPU seconds over the window
+    n0 = split(w0, a, "\n"); for (i = 1; i <= n0; i++) { split(a[i], f, " "); before[f[1]] = f[2] }
+    n1 = split(w1, b, "\n"); lo = ""; hi = ""
+    for (i = 1; i <= n1; i++) { split(b[i], f, " "); if (!(f[1] in before)) continue
+      d = (f[2] - before[f[1]]) / hz
+      if (lo == "" || d < lo) lo = d; if (hi == "" || d > hi) hi = d }
+    cs = (lo == "") ? "n/a" : sprintf("%.1f/%.1f", lo, hi)
+    su = cpu / win / ns; cu = cli / win / nc
+    bound = (su >= sat) ? "server" : (cu >= sat) ? "client" : "neither"
+    printf "%s\t%s\t%d\t%d\t%s\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.3f\t%.2f\t%d\t%s\t%s\t%d\t%s\t%s\n",
+      s, m, c, th, ramp, win, mbs, rps, cpu, su, perg, cu, errors, cspread, cs, requests, load1, bound
+  }' >>"$RESULTS"
+  tail -n 1 "$RESULTS" | awk -F'\t' '{
+    note = ($18 == "client") ? "  CLIENT-BOUND" : ($18 == "neither") ? "  (neither server nor client saturated)" : ""
+    printf "    %-5s %-5s c=%-5s %9s MB/s %9s req/s  server CPU %6s s (%3.0f%% of its CPUs)  %7s CPU-s/GB  client %3.0f%%  errors %s  conns/worker %s  CPU-s/worker %s  (ramp %s s)%s\n",
+      $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $13, $14, $15, $5, note }'
+  ((errors == 0)) || warn "$s $m c=$c: $errors wrk errors (socket errors, non-2xx/3xx, over $WRK_TIMEOUT), see $logf"
+  sleep 1 # let the closed connections drain
+}
+
+for m in $MODES; do
+  log "mode $m"
+  if ((WARMUP > 0)); then
+    for s in $SERVERS; do
+      taskset -c "$CLIENT_CPUS" "$WRK" -t "$(wrk_threads_for "$MIN_C")" -c "$MIN_C" -d "${WARMUP}s" -s "$OUT/scale.lua" \
+        "$(base_url "$s" "$m")/" -- /seg_%03d.ts "$NFILES" >"$OUT/logs/scale-wrk-$s-$m-warmup.txt" 2>&1 ||
+        die "warm-up wrk failed for $s $m (see $OUT/logs/scale-wrk-$s-$m-warmup.txt)"
+    done
+  fi
+  for c in $CONNS; do
+    for s in $SERVERS; do bench_point "$s" "$m" "$c"; done
+  done
+done
+END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+stop_servers
+
+# ---------------------------------------------------------------- report
+echo
+echo "Results (window after the ramp; MB = 10^6 bytes; CPU-s/GB = server CPU seconds per 10^9 bytes; per worker: min/max)"
+awk -F'\t' 'NR == 1 {
+    printf "%-6s %-5s %6s %9s %9s %9s %6s %9s %6s %7s %13s %13s %8s\n",
+      "server", "mode", "conns", "MB/s", "req/s", "srv CPU s", "srv %", "CPU-s/GB", "cli %", "errors", "conns/worker", "CPU-s/worker", "bound"
+    next }
+  { printf "%-6s %-5s %6s %9s %9s %9s %5.0f%% %9s %5.0f%% %7s %13s %13s %8s\n", $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $13, $14, $15, $18 }' "$RESULTS"
+
+RATIOS=$OUT/scale-ratios.txt
+awk -F'\t' 'NR > 1 { k = $2 SUBSEP $3; mb[$1 SUBSEP k] = $7; pg[$1 SUBSEP k] = $11
+    if ($1 == "edge") order[++n] = k }
+  END {
+    for (i = 1; i <= n; i++) {
+      split(order[i], p, SUBSEP); e = "edge" SUBSEP order[i]; g = "nginx" SUBSEP order[i]
+      if (!(g in mb) || mb[g] == 0 || pg[g] == 0) continue
+      printf "ratio edge/nginx %s c=%s throughput: %.2fx cpu-per-GB: %.2fx\n", p[1], p[2], mb[e] / mb[g], pg[e] / pg[g]
+    }
+  }' "$RESULTS" >"$RATIOS"
+echo
+if [[ -s $RATIOS ]]; then
+  cat "$RATIOS"
+  echo "(throughput > 1: edge serves more; cpu-per-GB < 1: edge spends less CPU per byte)"
+else
+  echo "no ratios: edge and nginx were not both benchmarked"
+fi
+
+MD=$OUT/scale-results.md
+{
+  echo "### Many connections: edge vs nginx, servers on their own CPUs ($START_DATE)"
+  echo
+  echo "- host: $KERNEL, nproc $NPROC ($CPU_MODEL); load avg at start $START_LOAD, at end $END_LOAD"
+  echo "- CPU sets: servers \`taskset -c $SERVER_CPUS\` ($N_SERVER CPUs), wrk \`taskset -c $CLIENT_CPUS\` ($N_CLIENT CPUs)"
+  echo "- nginx: $NGINX_VERSION, \`worker_processes $WORKERS\`, \`reuseport\`, \`worker_connections $MAX_CONNS\`, sendfile, tcp_nopush, keepalive_requests 1000000, access_log off"
+  echo "- edge: $EDGE_VERSION, \`EDGE_WORKER_THREADS=$WORKERS\`, \`max_connections = $MAX_CONNS\`, \`min_send_rate_bytes_per_sec = 0\`; binary \`$EDGE_BIN\`$([[ -x $EDGE_BIN ]] && date -u -r "$EDGE_BIN" '+ (%Y-%m-%d %H:%M UTC)')"
+  echo "- client: wrk $WRK_VERSION \`-t T -c C --timeout $WRK_TIMEOUT\` (T = CPUs in the client set, at most C), keep-alive, $NFILES files x ${FILE_MIB} MiB round-robin, loopback"
+  echo "- window: ${DURATION} s, starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes wrk read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
+  echo "- per worker (min/max): connections halfway through the window (edge: \`edge_worker_open_connections\`, n/a when the binary lacks it; nginx: ss per worker pid) and CPU seconds in the window (nginx worker processes; edge: the main thread, worker 0, which also serves /metrics, and the \`edge-worker-N\` threads)"
+  echo "- bound: server = the server used at least $SATURATION of its CPUs (the point measures the server), client = wrk did while the server did not (it measures wrk), neither = both below (something else held the CPUs back)"
+  echo "- command: \`$COMMAND_LINE\`"
+  echo
+  echo "| server | mode | conns | MB/s | req/s | server CPU s | server CPU % of set | CPU s/GB | client CPU % of set | bound | errors | conns per worker | CPU s per worker |"
+  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|"
+  awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %.0f%% | %s | %.0f%% | %s | %s | %s | %s |\n", $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $18, $13, $14, $15 }' "$RESULTS"
+  if [[ -s $RATIOS ]]; then
+    echo
+    echo "| edge/nginx | conns | throughput (higher is better) | CPU s per GB (lower is better) |"
+    echo "|---|--:|--:|--:|"
+    awk '{ printf "| %s | %s | %s | %s |\n", $3, substr($4, 3), $6, $8 }' "$RATIOS"
+  fi
+} >"$MD"
+echo
+log "wrote $MD (raw: $RESULTS; logs: $OUT/logs/scale-*)"
+log "command: $COMMAND_LINE"
