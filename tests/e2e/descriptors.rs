@@ -105,3 +105,93 @@ fn past_the_open_file_limit_the_server_waits_without_spinning_then_recovers() {
         }
     }
 }
+
+/// Past `limits.max_connections` (the real binary, one worker): held connections fill
+/// the cap; each of 300 further connections gets 503 and a close (the TLS listener's
+/// refusal, a close before the handshake, is in `bad_input`); refusing them costs
+/// little CPU and the server does not spin at the cap; once the held connections
+/// close, new ones are served.
+#[test]
+fn past_max_connections_the_excess_is_refused_cleanly_then_served() {
+    use std::io::Read;
+    let dir = TempDir::new("maxconn");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("ok.ts"), b"fine").unwrap();
+    let config = write_binary_config(dir.path(), &root, "worker_threads = 1");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "[limits]\nmax_connections = 32\n",
+    )
+    .unwrap();
+    let child = Command::new(edge_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let http = listening_addr(&mut server.0, "http");
+    let pid = server.0.id();
+    let get = |c: &mut TcpStream| {
+        c.write_all(b"GET /ok.ts HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        status_line_by(c, Instant::now() + Duration::from_secs(5))
+    };
+
+    // Fill the cap with served keep-alive connections.
+    let held: Vec<TcpStream> = (0..32)
+        .map(|i| {
+            let mut c = TcpStream::connect(http).unwrap();
+            let s = get(&mut c).unwrap_or_else(|e| panic!("held connection {i}: {e}"));
+            assert!(s.starts_with("HTTP/1.1 200"), "held connection {i}: {s}");
+            c
+        })
+        .collect();
+
+    // 300 more: each is answered 503 and closed, and the refusals cost little CPU.
+    let t0 = cpu_ticks(pid);
+    let started = Instant::now();
+    for i in 0..300 {
+        let mut c = TcpStream::connect(http).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("HTTP/1.1 503") && text.contains("Retry-After: 1"),
+            "excess connection {i}: want 503 and a close, got {text:?}"
+        );
+    }
+    let used = cpu_ticks(pid) - t0;
+    assert!(
+        used < 100 && started.elapsed() < Duration::from_secs(30),
+        "refusing 300 connections used {used} ticks (1/100 s) in {:?}",
+        started.elapsed()
+    );
+    // Idle at the cap, the server does not spin.
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = cpu_ticks(pid) - t0;
+    assert!(idle < 20, "at the cap and idle: {idle} ticks in 2 s");
+
+    // The held connections still work; once they close, new ones are served.
+    let mut held = held;
+    let s = get(&mut held[0]).unwrap();
+    assert!(s.starts_with("HTTP/1.1 200"), "a held connection: {s}");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = TcpStream::connect(http).unwrap();
+        match get(&mut c) {
+            Ok(s) if s.starts_with("HTTP/1.1 200") => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "not serving 10 s after the held connections closed: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}

@@ -439,7 +439,9 @@ async fn read_response(conn: &mut Box<dyn Conn>) -> Result<(), ConnError> {
     }
     drop(buf);
     while remaining > 0 {
-        let want = chunk.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = chunk
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let n = conn
             .read(&mut chunk[..want])
             .await
@@ -486,7 +488,9 @@ fn check_head(head: &[u8]) -> Result<u64, String> {
         {
             return Err("the server answered Connection: close".into());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(format!("Transfer-Encoding {value:?} (need a Content-Length)"));
+            return Err(format!(
+                "Transfer-Encoding {value:?} (need a Content-Length)"
+            ));
         }
     }
     let len = len.ok_or("no Content-Length")?;
@@ -518,8 +522,14 @@ fn parse_local_ips(s: &str) -> Result<Vec<IpAddr>, String> {
     let mut ips = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         if let Some((a, b)) = item.split_once('-') {
-            let a: Ipv4Addr = a.trim().parse().map_err(|_| bad(item, "not an IPv4 range"))?;
-            let b: Ipv4Addr = b.trim().parse().map_err(|_| bad(item, "not an IPv4 range"))?;
+            let a: Ipv4Addr = a
+                .trim()
+                .parse()
+                .map_err(|_| bad(item, "not an IPv4 range"))?;
+            let b: Ipv4Addr = b
+                .trim()
+                .parse()
+                .map_err(|_| bad(item, "not an IPv4 range"))?;
             let (a, b) = (u32::from(a), u32::from(b));
             if b < a || (b - a) as usize >= MAX_LOCAL_IPS {
                 return Err(bad(item, "empty or too large a range"));
@@ -635,8 +645,10 @@ mod tests {
             Ok(12)
         );
         assert!(check_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").is_err());
-        assert!(check_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
-            .is_err());
+        assert!(
+            check_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
+                .is_err()
+        );
         assert!(check_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
         assert!(check_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
     }
