@@ -161,9 +161,50 @@ pub struct ColdReads {
 /// Bodies are sent in windows of this size, each made resident first.
 const WARM_WINDOW: u64 = 8 << 20;
 
+/// How long a range found in the page cache is trusted without asking again. Asking
+/// (`mincore`) looks up every page of the range: for hot 2 MiB segments that was
+/// about a sixth of the plain-HTTP path's CPU. A range evicted within this time can
+/// make one send wait for the disk.
+const RESIDENT_TRUST_MS: u64 = 1000;
+/// Ranges remembered per worker thread (direct-mapped by file and range).
+const RESIDENT_SLOTS: usize = 512;
+
+/// A range of a file found resident: (device, inode, offset, length, when in ms).
+type ResidentSlot = (u64, u64, u64, u64, u64);
+
+thread_local! {
+    static RESIDENT: std::cell::RefCell<[ResidentSlot; RESIDENT_SLOTS]> =
+        const { std::cell::RefCell::new([(0, 0, 0, 0, 0); RESIDENT_SLOTS]) };
+}
+
+/// Whether this thread found the range resident less than [`RESIDENT_TRUST_MS`] ago;
+/// with `record`, remembers that it is resident now.
+fn resident_recently(
+    meta: &std::fs::Metadata,
+    offset: u64,
+    len: u64,
+    now_ms: u64,
+    record: bool,
+) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let slot = (dev.rotate_left(17) ^ ino ^ offset.rotate_left(29) ^ len) as usize % RESIDENT_SLOTS;
+    RESIDENT.with(|r| {
+        let mut r = r.borrow_mut();
+        if record {
+            r[slot] = (dev, ino, offset, len, now_ms);
+            return true;
+        }
+        let (d, i, o, l, at) = r[slot];
+        (d, i, o, l) == (dev, ino, offset, len) && now_ms.saturating_sub(at) < RESIDENT_TRUST_MS
+    })
+}
+
 /// Makes `len` bytes of `file` from `offset` resident: checks the page cache
-/// (`mincore`), and if any page is missing reads the range on `pool`'s threads, so
-/// the zero-copy send that follows does not block this worker on a disk seek.
+/// (`mincore`, unless this thread found the same range resident within
+/// [`RESIDENT_TRUST_MS`]), and if any page is missing reads the range on `pool`'s
+/// threads, so the zero-copy send that follows does not block this worker on a disk
+/// seek.
 async fn warm(
     pool: &storage::IoPool,
     counter: &prometheus::IntCounter,
@@ -172,8 +213,20 @@ async fn warm(
     len: u64,
 ) -> std::io::Result<()> {
     use std::os::fd::AsFd as _;
+    let now_ms = crate::streams::now_ms();
+    let meta = file.metadata().ok();
+    if let Some(m) = &meta {
+        if resident_recently(m, offset, len, now_ms, false) {
+            return Ok(());
+        }
+    }
     match crate::sys::resident(file.as_fd(), offset, len) {
-        Ok(true) => return Ok(()),
+        Ok(true) => {
+            if let Some(m) = &meta {
+                resident_recently(m, offset, len, now_ms, true);
+            }
+            return Ok(());
+        }
         Ok(false) => {}
         // Cannot tell (the file cannot be mapped): send as before.
         Err(_) => return Ok(()),
