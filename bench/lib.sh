@@ -334,6 +334,7 @@ CONF
 # (limits.max_connections), IDLE_TIMEOUT (limits.idle_timeout_secs). ktls off,
 # shutdown_grace_secs 0, and min_send_rate_bytes_per_sec 0: nginx has no rate floor,
 # and thousands of connections sharing a core can fall below edge's default one.
+# EDGE_LIMITS_EXTRA: more [limits] lines (e.g. max_tls_handshakes_per_worker = 8).
 write_edge_conf() {
   local http_listen=""
   [[ -n $EDGE_HTTP_PORT ]] && http_listen="http_listen = \"$HOST:$EDGE_HTTP_PORT\""
@@ -358,6 +359,7 @@ max_connections = $MAX_CONNS
 max_requests_per_connection = 1000000
 idle_timeout_secs = $IDLE_TIMEOUT
 min_send_rate_bytes_per_sec = 0
+${EDGE_LIMITS_EXTRA:-}
 CONF
 }
 

@@ -158,6 +158,7 @@ struct RawLimits {
     max_request_target_bytes: Option<usize>,
     lingering_close_secs: u64,
     max_tls_handshakes_per_worker: usize,
+    tls_handshakes_per_turn: usize,
 }
 
 impl Default for RawLimits {
@@ -175,7 +176,8 @@ impl Default for RawLimits {
             min_send_rate_bytes_per_sec: DEFAULT_MIN_SEND_RATE,
             max_request_target_bytes: None,
             lingering_close_secs: 5,
-            max_tls_handshakes_per_worker: 32,
+            max_tls_handshakes_per_worker: 256,
+            tls_handshakes_per_turn: 4,
         }
     }
 }
@@ -576,9 +578,11 @@ pub struct Limits {
     /// read and discarded (after our FIN) so the client can read the answer instead
     /// of a reset; zero closes at once.
     pub lingering_close: Duration,
-    /// TLS handshakes one worker runs at once; at the bound its accept loop waits and
-    /// the kernel's listen backlog holds the rest.
+    /// TLS handshakes (ClientHello in) of one worker waiting for their turn; at the
+    /// bound its accept loop waits and the kernel's listen backlog holds the rest.
     pub max_tls_handshakes_per_worker: NonZeroUsize,
+    /// ClientHellos one worker answers per turn of its event loop.
+    pub tls_handshakes_per_turn: NonZeroUsize,
 }
 
 /// Validated TLS settings.
@@ -805,6 +809,15 @@ impl RawConfig {
                 ),
             ));
         }
+        if !(1..=1024).contains(&l.tls_handshakes_per_turn) {
+            return Err(invalid(
+                "limits.tls_handshakes_per_turn",
+                format!(
+                    "{} is out of range: use 1..=1024",
+                    l.tls_handshakes_per_turn
+                ),
+            ));
+        }
         if l.min_send_rate_bytes_per_sec > 1 << 30 {
             return Err(invalid(
                 "limits.min_send_rate_bytes_per_sec",
@@ -876,6 +889,7 @@ impl RawConfig {
             lingering_close: Duration::from_secs(l.lingering_close_secs),
             max_tls_handshakes_per_worker: nz(l.max_tls_handshakes_per_worker)
                 .expect("checked above"),
+            tls_handshakes_per_turn: nz(l.tls_handshakes_per_turn).expect("checked above"),
         };
 
         let t = self.tls;

@@ -184,8 +184,8 @@ pub struct Metrics {
     pub worker_accepted: IntCounterVec,
     /// TLS handshakes running now (all workers).
     pub handshakes_in_progress: IntGauge,
-    /// Times an accept loop waited because its worker ran
-    /// `limits.max_tls_handshakes_per_worker` handshakes.
+    /// Times an accept loop waited because `limits.max_tls_handshakes_per_worker`
+    /// handshakes of its worker were waiting for their turn.
     pub handshake_bound_waits: IntCounter,
     /// TLS connections served with kTLS offload.
     pub tls_ktls: IntCounter,
@@ -290,7 +290,7 @@ impl Metrics {
         let handshake_bound_waits = IntCounter::new(
             "edge_tls_handshake_bound_waits_total",
             "Times a worker stopped accepting because limits.max_tls_handshakes_per_worker \
-             handshakes were running (the listen backlog held new connections).",
+             handshakes were waiting for their turn (the listen backlog held new connections).",
         )
         .expect("valid metric");
         registry

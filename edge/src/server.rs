@@ -532,30 +532,31 @@ fn content_root_err(config: &Config, reason: &str) -> StartError {
     }
 }
 
-/// Accepts on one listener of worker `worker`. A TLS connection's handshake starts
-/// once its first byte is in and one of the worker's
-/// `limits.max_tls_handshakes_per_worker` handshake slots is free (slots are given in
-/// arrival order); while all are taken the loop accepts nothing and the kernel's
-/// backlog holds new connections. So a flood of new connections cannot queue hundreds
-/// of key exchanges in front of the requests of connections already through theirs,
-/// and connections that send nothing hold no slot.
+/// Accepts on one listener of worker `worker`. On the TLS listener, while
+/// `limits.max_tls_handshakes_per_worker` handshakes of this worker wait for their
+/// turn ([`HandshakeTurns`]) the loop accepts nothing (checking again every 5 ms) and
+/// the kernel's backlog holds new connections.
 async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool, worker: usize) {
     let metrics = &ctx.conn.metrics;
     let label = worker.to_string();
     let worker_open = metrics.worker_open.with_label_values(&[&label]);
     let worker_accepted = metrics.worker_accepted.with_label_values(&[&label]);
-    let handshakes = Arc::new(Semaphore::new(
-        ctx.conn.limits.max_tls_handshakes_per_worker.get(),
-    ));
+    let limits = &ctx.conn.limits;
+    let turns = Arc::new(HandshakeTurns::new(limits.tls_handshakes_per_turn.get()));
+    if is_tls {
+        ctx.tasks.spawn(turns.clone().run(ctx.shutdown.clone()));
+    }
+    let max_waiting = limits.max_tls_handshakes_per_worker.get();
     loop {
-        if is_tls && handshakes.available_permits() == 0 {
-            // The worker runs as many handshakes as it may: leave new connections
-            // in the kernel's backlog until one finishes.
+        if is_tls && turns.waiting() >= max_waiting {
+            // Saturated: leave new connections in the kernel's backlog.
             metrics.handshake_bound_waits.inc();
-            tokio::select! {
-                biased;
-                _ = ctx.shutdown.cancelled() => return,
-                p = handshakes.acquire() => drop(p),
+            while turns.waiting() >= max_waiting {
+                tokio::select! {
+                    biased;
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
             }
         }
         let accepted = tokio::select! {
@@ -595,7 +596,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool, w
         worker_accepted.inc();
         let ctx2 = ctx.clone();
         let worker_open = worker_open.clone();
-        let handshakes = handshakes.clone();
+        let turns = turns.clone();
         let span = tracing::debug_span!("conn", %peer, tls = is_tls);
         let task = async move {
             let _permit = permit;
@@ -606,7 +607,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServerCtx>, is_tls: bool, w
             let ip = peer.ip().to_canonical();
             let reason = if is_tls {
                 metrics.accepted_tls.inc();
-                Box::pin(serve_tls(stream, &ctx2, ip, &handshakes)).await
+                Box::pin(serve_tls(stream, &ctx2, ip, &turns)).await
             } else {
                 metrics.accepted_http.inc();
                 let mut t = PlainTransport::new(stream, &ctx2.conn.limits);
@@ -637,19 +638,91 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// Counts a handshake in progress and holds its worker's handshake slot until the
-/// handshake is over (either way).
+/// Counts a handshake in progress until it is over (either way).
 struct HandshakeGuard<'a> {
     metrics: &'a Metrics,
-    _slot: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl<'a> HandshakeGuard<'a> {
-    fn new(metrics: &'a Metrics, slot: tokio::sync::SemaphorePermit<'a>) -> Self {
+    fn new(metrics: &'a Metrics) -> Self {
         metrics.handshakes_in_progress.inc();
+        Self { metrics }
+    }
+}
+
+/// Paces the expensive step of TLS handshakes on one worker: answering a ClientHello
+/// (key exchange and signature, about a millisecond of CPU). At most `per_turn` such
+/// steps start per turn of the worker's event loop; a handshake past that waits
+/// ([`take`](Self::take)) until the next turn, after the tasks already queued, among
+/// them the requests of connections that finished their handshakes. So a flood of
+/// new connections adds at most `per_turn` key exchanges in front of a ready request,
+/// however many ClientHellos are waiting, and, unlike a cap on handshakes in
+/// progress, the pacing does not depend on the clients' round-trip times.
+///
+/// Per worker: every task touching it runs on that worker's thread.
+struct HandshakeTurns {
+    permits: Semaphore,
+    per_turn: usize,
+    waiting: std::sync::atomic::AtomicUsize,
+    wake: tokio::sync::Notify,
+}
+
+impl HandshakeTurns {
+    fn new(per_turn: usize) -> Self {
         Self {
-            metrics,
-            _slot: slot,
+            permits: Semaphore::new(per_turn),
+            per_turn,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Handshakes waiting for a turn.
+    fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits for this turn's allowance (at once while some is left).
+    async fn take(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(p) = self.permits.try_acquire() {
+            p.forget();
+            return;
+        }
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Relaxed);
+            }
+        }
+        self.waiting.fetch_add(1, Relaxed);
+        let _waiting = Waiting(&self.waiting);
+        self.wake.notify_one();
+        if let Ok(p) = self.permits.acquire().await {
+            p.forget();
+        }
+    }
+
+    /// The worker's pacing task: while handshakes wait, tops the allowance up to
+    /// `per_turn` once per turn of the event loop (`yield_now` lets the tasks queued
+    /// meanwhile, and the I/O driver, run first). Idle otherwise.
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+            }
+            loop {
+                let left = self.permits.available_permits();
+                if left < self.per_turn {
+                    self.permits.add_permits(self.per_turn - left);
+                }
+                tokio::task::yield_now().await;
+                if self.waiting() == 0 {
+                    break;
+                }
+            }
         }
     }
 }
@@ -697,7 +770,7 @@ async fn serve_tls(
     stream: TcpStream,
     ctx: &ServerCtx,
     ip: std::net::IpAddr,
-    handshakes: &Semaphore,
+    turns: &HandshakeTurns,
 ) -> Option<CloseReason> {
     use web_ui::telemetry::{ConnMode, HandshakeFailure, HandshakeInfo};
     let metrics = &ctx.conn.metrics;
@@ -714,12 +787,15 @@ async fn serve_tls(
         return None;
     }
     let began = std::time::Instant::now();
-    let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, handshakes.acquire()).await else {
+    let handshaking = HandshakeGuard::new(metrics);
+    if tokio::time::timeout_at(deadline, turns.take())
+        .await
+        .is_err()
+    {
         metrics.handshake_failed_timeout.inc();
         telemetry.handshake_failed(HandshakeFailure::Timeout);
         return None;
-    };
-    let handshaking = HandshakeGuard::new(metrics, slot);
+    }
     // Boxed, like the request loops below: a connection's task is as large as its
     // largest state, and an idle keep-alive connection should not carry room for a
     // handshake it finished long ago (see the memory notes in `conn`).
