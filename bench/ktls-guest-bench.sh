@@ -16,6 +16,12 @@
 #               warm disk cache (ring container on guest tmpfs), filled from an origin
 #               edge (verify_files fills it, the warm-up and the points are hits)
 # --edge-threads N sets edge's server.worker_threads (default: one per vCPU).
+# --idle N measures memory instead of throughput: per server, N keep-alive TLS
+# connections (idle-conns from target/release or target/debug: one GET of a 1 KiB
+# file each, then idle) and the server's RSS (VmRSS of its processes, nginx's workers)
+# before and after: bytes per idle connection, and how many of them kTLS carries
+# (TlsTxSw delta). E.g. `bench/ktls-guest-bench.sh --idle 1000 --servers
+# nginx-ktls,edge-ktls,nginx-user,edge-user`.
 # --tls13-cipher NAME (OpenSSL name, e.g. TLS_CHACHA20_POLY1305_SHA256) makes every
 # server offer only that TLS 1.3 suite (nginx: ssl_conf_command Ciphersuites; edge:
 # tls.cipher_suites), to compare with the crypto implementation held fixed.
@@ -42,7 +48,7 @@ REPO=$(cd "$HERE/.." && pwd)
 
 ALL_SERVERS=nginx-ktls,nginx-user,edge-ktls,edge-user,edge-cache
 CONNS=4,16 DURATION=10 NFILES=8 ROUNDS=1 SERVERS=$ALL_SERVERS TIMEOUT=900
-IN_GUEST=0 GUEST_EDGE_BIN= EDGE_THREADS= TLS13_CIPHER=
+IN_GUEST=0 GUEST_EDGE_BIN= EDGE_THREADS= TLS13_CIPHER= IDLE=0 GUEST_IDLE_BIN=
 while [ $# -gt 0 ]; do
     case $1 in
     --conns) CONNS=$2; shift 2 ;;
@@ -55,10 +61,13 @@ while [ $# -gt 0 ]; do
     --edge-bin) GUEST_EDGE_BIN=$2; shift 2 ;;
     --edge-threads) EDGE_THREADS=$2; shift 2 ;;
     --tls13-cipher) TLS13_CIPHER=$2; shift 2 ;;
+    --idle) IDLE=$2; shift 2 ;;
+    --idle-bin) GUEST_IDLE_BIN=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
     *) echo "unknown argument: $1 (-h for help)" >&2; exit 2 ;;
     esac
 done
+[[ $IDLE =~ ^[0-9]+$ ]] || { echo "bad --idle: $IDLE" >&2; exit 2; }
 for v in "$DURATION" "$NFILES" "$ROUNDS"; do
     [[ $v =~ ^[1-9][0-9]*$ ]] || { echo "not a positive number: $v" >&2; exit 2; }
 done
@@ -89,6 +98,14 @@ if [ $IN_GUEST = 0 ]; then
         esac
         edge_arg=(--edge-bin "/hostdir/${bin#"$REPO"/}")
     fi
+    if [ "$IDLE" -gt 0 ]; then
+        ibin=
+        for c in "$REPO/target/release/idle-conns" "$REPO/target/debug/idle-conns"; do
+            [ -x "$c" ] && { ibin=$c; break; }
+        done
+        [ -n "$ibin" ] || { echo "--idle needs idle-conns: cargo build --release -p hs-load" >&2; exit 2; }
+        edge_arg+=(--idle "$IDLE" --idle-bin "/hostdir/${ibin#"$REPO"/}")
+    fi
     mkdir -p "$REPO/bench/out"
     out=$REPO/bench/out/ktls-guest-bench-$(date +%Y%m%d-%H%M%S).txt
     echo "host: $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg) (TCG guest: host load skews results)" | tee "$out"
@@ -103,6 +120,7 @@ if [ $IN_GUEST = 0 ]; then
 fi
 
 # =================================================================== guest
+ulimit -n 65536 2>/dev/null || true   # --idle: servers and client hold many sockets
 EDGE_CIPHER_LINE= NGINX_SSL_EXTRA=
 if [ -n "$TLS13_CIPHER" ]; then
     EDGE_CIPHER_LINE="cipher_suites = [\"TLS13_${TLS13_CIPHER#TLS_}\"]"
@@ -310,6 +328,36 @@ measure() {
             $1, $2, $3, mbs, cpu, $7, $8 }'
 }
 
+rss_kib() {   # PID...: the sum of their VmRSS
+    local p t=0 v
+    for p; do
+        v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+# --idle: RSS per idle keep-alive TLS connection
+measure_idle() {
+    local s=$1 before after k0 k1 line
+    read -r -a pids <<< "$SRV_PIDS"
+    [ -f "$WWW/small.bin" ] || head -c 1024 /dev/urandom > "$WWW/small.bin"
+    curl -sk -o /dev/null "$SRV_URL/small.bin"
+    sleep 1
+    before=$(rss_kib "${pids[@]}"); k0=$(tls_stat TlsTxSw)
+    coproc IC { "$GUEST_IDLE_BIN" --insecure --addr "${SRV_URL#https://}" --conns "$IDLE" \
+        --path /small.bin --concurrency 32 --timeout 60 2>"$B/idle-$s.err"; }
+    read -r line <&"${IC[0]}" || line="idle-conns failed: $(tail -n 3 "$B/idle-$s.err")"
+    sleep 2
+    after=$(rss_kib "${pids[@]}"); k1=$(tls_stat TlsTxSw)
+    eval "exec ${IC[1]}>&-"
+    wait "$IC_PID" 2>/dev/null || true
+    echo "$s $line" | awk -v b="$before" -v a="$after" -v k=$((k1 - k0)) '{
+        open = 0; for (i = 2; i <= NF; i++) if ($i ~ /^open=/) { sub("open=", "", $i); open = $i }
+        printf "  IDLE %-11s %s | rss %d -> %d KiB | %d bytes per idle connection | ktls_tx +%d\n",
+            $1, substr($0, length($1) + 2), b, a, (open > 0 ? (a - b) * 1024 / open : 0), k }'
+}
+
 # ------------------------------------------------------------------ run
 for r in $(seq 1 "$ROUNDS"); do
     for s in "${SERVER_LIST[@]}"; do
@@ -319,7 +367,9 @@ for r in $(seq 1 "$ROUNDS"); do
         SRV_URL='' SRV_PIDS=''
         rc=0; "start_$fn" || rc=$?   # 2: not available (said why), other: failed
         if [ $rc != 0 ]; then [ $rc = 2 ] || echo "$s: failed to start, skipped"; continue; fi
-        if verify_files; then
+        if [ "$IDLE" -gt 0 ]; then
+            measure_idle "$s"
+        elif verify_files; then
             echo "  $s: ${#FILES[@]} files verified at $SRV_URL, cpu pids: $SRV_PIDS"
             run_client 2 2 > /dev/null      # 2 s warm-up
             for c in "${CONN_LIST[@]}"; do measure "$s" "$c" "$r"; done

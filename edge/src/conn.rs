@@ -34,7 +34,7 @@ const MAX_DISCARDED_BODY: u64 = 64 * 1024;
 const INITIAL_READ_BUFFER: usize = 2048;
 
 /// Read buffers kept for reuse on a worker thread.
-const POOLED_HEAD_BUFFERS: usize = 1024;
+const POOLED_HEAD_BUFFERS: usize = 64;
 
 thread_local! {
     static HEAD_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
