@@ -177,27 +177,27 @@ thread_local! {
         const { std::cell::RefCell::new([(0, 0, 0, 0, 0); RESIDENT_SLOTS]) };
 }
 
-/// Whether this thread found the range resident less than [`RESIDENT_TRUST_MS`] ago;
-/// with `record`, remembers that it is resident now.
-fn resident_recently(
-    meta: &std::fs::Metadata,
-    offset: u64,
-    len: u64,
-    now_ms: u64,
-    record: bool,
-) -> bool {
+/// The slot of a range of a file in [`RESIDENT`], and its key.
+fn resident_slot(meta: &std::fs::Metadata, offset: u64, len: u64) -> (usize, [u64; 4]) {
     use std::os::unix::fs::MetadataExt as _;
     let (dev, ino) = (meta.dev(), meta.ino());
     let slot = (dev.rotate_left(17) ^ ino ^ offset.rotate_left(29) ^ len) as usize % RESIDENT_SLOTS;
+    (slot, [dev, ino, offset, len])
+}
+
+/// Whether this thread found the range resident less than [`RESIDENT_TRUST_MS`] ago.
+fn found_resident_recently(meta: &std::fs::Metadata, offset: u64, len: u64, now_ms: u64) -> bool {
+    let (slot, key) = resident_slot(meta, offset, len);
     RESIDENT.with(|r| {
-        let mut r = r.borrow_mut();
-        if record {
-            r[slot] = (dev, ino, offset, len, now_ms);
-            return true;
-        }
-        let (d, i, o, l, at) = r[slot];
-        (d, i, o, l) == (dev, ino, offset, len) && now_ms.saturating_sub(at) < RESIDENT_TRUST_MS
+        let (d, i, o, l, at) = r.borrow()[slot];
+        [d, i, o, l] == key && now_ms.saturating_sub(at) < RESIDENT_TRUST_MS
     })
+}
+
+/// Remembers that this thread found the range resident at `now_ms`.
+fn remember_resident(meta: &std::fs::Metadata, offset: u64, len: u64, now_ms: u64) {
+    let (slot, [d, i, o, l]) = resident_slot(meta, offset, len);
+    RESIDENT.with(|r| r.borrow_mut()[slot] = (d, i, o, l, now_ms));
 }
 
 /// Makes `len` bytes of `file` from `offset` resident: checks the page cache
@@ -216,14 +216,14 @@ async fn warm(
     let now_ms = crate::streams::now_ms();
     let meta = file.metadata().ok();
     if let Some(m) = &meta {
-        if resident_recently(m, offset, len, now_ms, false) {
+        if found_resident_recently(m, offset, len, now_ms) {
             return Ok(());
         }
     }
     match crate::sys::resident(file.as_fd(), offset, len) {
         Ok(true) => {
             if let Some(m) = &meta {
-                resident_recently(m, offset, len, now_ms, true);
+                remember_resident(m, offset, len, now_ms);
             }
             return Ok(());
         }

@@ -5,32 +5,13 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edge_tests::{edge_bin, listening_addr, status_line_by, write_binary_config, TempDir};
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// utime + stime of `pid` in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
+use edge_tests::{
+    cpu_ticks, edge_bin, listening_addr, status_line_by, write_binary_config, KillOnDrop as Server,
+    TempDir,
+};
 
 #[test]
 fn past_the_open_file_limit_the_server_waits_without_spinning_then_recovers() {

@@ -465,17 +465,50 @@ pub fn write_binary_config(dir: &Path, root: &Path, server_extra: &str) -> PathB
 /// Reads the `edge: listening ...` line from a child started with piped stdout and
 /// returns the address named `key` (`tls`, `http` or `admin`).
 pub fn listening_addr(child: &mut std::process::Child, key: &str) -> SocketAddr {
+    addr_in_listening_line(&listening_line(child), key)
+}
+
+/// Reads the `edge: listening ...` line from `child`'s piped stdout (once: it takes
+/// the pipe).
+pub fn listening_line(child: &mut std::process::Child) -> String {
     use std::io::BufRead;
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().expect("stdout piped"))
         .read_line(&mut line)
         .expect("read the listening line");
+    line
+}
+
+/// The `key=ADDR` address of a listening line.
+pub fn addr_in_listening_line(line: &str, key: &str) -> SocketAddr {
     let prefix = format!("{key}=");
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(prefix.as_str()))
         .unwrap_or_else(|| panic!("no {key}= in listening line {line:?}"))
         .parse()
         .expect("an address")
+}
+
+/// A child process killed (and reaped) when the guard drops, however a test ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// utime + stime of `pid` in clock ticks (USER_HZ, 100 per second on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
 /// Decodes a `Transfer-Encoding: chunked` body (test helper; trusts its input).
