@@ -55,6 +55,19 @@ impl Site {
         if !dir.metadata()?.is_dir() {
             return Err(std::io::Error::other("not a directory"));
         }
+        // Every request opens its file with openat2(2): find out now if that cannot
+        // work, rather than answer every request 500.
+        if let Err(e) = sys::open_beneath(dir.as_fd(), c".", sys::Resolve::BeneathNoSymlinks) {
+            return Err(if e.raw_os_error() == Some(libc::ENOSYS) {
+                std::io::Error::other(
+                    "openat2(2) is not available (ENOSYS): a kernel older than 5.6, or a \
+                     seccomp filter that blocks it (systemd's RestrictSUIDSGID= does); edge \
+                     opens request paths only with it",
+                )
+            } else {
+                e
+            });
+        }
         let canonical = std::fs::canonicalize(root)?;
         Ok(Self {
             root_canonical: canonical.as_os_str().as_encoded_bytes().into(),

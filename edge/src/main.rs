@@ -94,6 +94,8 @@ struct Demo {
 }
 
 fn main() -> ExitCode {
+    // A reload signal during start-up is a no-op, not a kill (see the function).
+    let _ = edge::sys::ignore_sighup_until_handled();
     let cli = Cli::parse();
     {
         use tracing_subscriber::layer::SubscriberExt as _;
@@ -325,6 +327,7 @@ fn reload_on_hup(reloader: &edge::server::Reloader, config_path: Option<&std::pa
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => {
+                reloader.count_failed();
                 tracing::error!(error = %e, "SIGHUP: the config does not load; running config kept");
                 return;
             }

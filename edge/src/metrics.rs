@@ -205,6 +205,12 @@ pub struct Metrics {
     closes: [IntCounter; 11],
     /// 1 when the start-up probe found kTLS usable and the config allows it.
     pub ktls_enabled: IntGauge,
+    /// SIGHUP reloads: applied.
+    pub reloads_applied: IntCounter,
+    /// SIGHUP reloads refused: the new config changes a restart-only key.
+    pub reloads_refused: IntCounter,
+    /// SIGHUP reloads that failed: the config or a file it names does not load.
+    pub reloads_failed: IntCounter,
 }
 
 impl Metrics {
@@ -307,6 +313,13 @@ impl Metrics {
         registry
             .register(Box::new(KernelTlsStat::new()))
             .expect("unique metric");
+        let reloads = counter_vec(
+            "edge_config_reloads_total",
+            "SIGHUP reloads, by result: applied, refused (a restart-only key changed) or \
+             failed (the config or a file it names did not load); the running config stays \
+             unless applied.",
+            "result",
+        );
 
         Self {
             accepted_tls: accepted.with_label_values(&["tls"]),
@@ -336,6 +349,9 @@ impl Metrics {
                 "edge_ktls_enabled",
                 "1 when TLS connections are offloaded to kernel TLS.",
             ),
+            reloads_applied: reloads.with_label_values(&["applied"]),
+            reloads_refused: reloads.with_label_values(&["refused"]),
+            reloads_failed: reloads.with_label_values(&["failed"]),
             registry,
         }
     }

@@ -117,9 +117,11 @@ impl Reloader {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let needs_restart = crate::reload::restart_keys_changed(&live.config, &new);
         if !needs_restart.is_empty() {
+            self.ctx.conn.metrics.reloads_refused.inc();
             return Err(crate::reload::ReloadError::NeedsRestart(needs_restart));
         }
-        let tls_config = tls::build(&new.tls, &new.state_dir, self.ktls_any, &live.resumption)?;
+        let tls_config = tls::build(&new.tls, &new.state_dir, self.ktls_any, &live.resumption)
+            .inspect_err(|_| self.ctx.conn.metrics.reloads_failed.inc())?;
         self.ctx.tls_config.store(tls_config);
         live.dashboard.set_settings(new.telemetry.storm.clone());
         live.admin.set_config(crate::reload::config_json(&new));
@@ -128,7 +130,13 @@ impl Reloader {
             live_keys_changed: crate::reload::live_keys_changed(&live.config, &new),
         };
         live.config = new;
+        self.ctx.conn.metrics.reloads_applied.inc();
         Ok(applied)
+    }
+
+    /// Counts a reload whose config file did not load (nothing was applied).
+    pub fn count_failed(&self) {
+        self.ctx.conn.metrics.reloads_failed.inc();
     }
 
     /// The configuration in force.

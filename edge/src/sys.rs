@@ -378,6 +378,21 @@ pub fn resident(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Ignores SIGHUP until the reload handler is installed (tokio's signal handling
+/// replaces this disposition when `serve` starts listening for it). SIGHUP's default
+/// action terminates the process, so without this a `systemctl reload` that lands
+/// while edge is still starting would kill it instead of being a no-op.
+pub fn ignore_sighup_until_handled() -> io::Result<()> {
+    // SAFETY: SIG_IGN installs no handler code; changing a signal's disposition
+    // touches no memory of ours.
+    let prev = unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    if prev == libc::SIG_ERR {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,12 @@
 //!
 //! # The key file (`tls.ticket_keys_file`)
 //! One or more 48-byte keys, concatenated, binary (`openssl rand 48 > keys`): each is
-//! a 16-byte key name followed by a 32-byte AES-256-GCM key. The first key seals new
+//! a 16-byte key name followed by a 32-byte AES-256-GCM key. The same keys may be
+//! written as text instead, one key per line in 96 hex digits (`openssl rand -hex 48`),
+//! blank lines and `#` comments allowed: the form configuration management (Ansible's
+//! vault) can template. A file is read as text when every byte of it is printable
+//! ASCII or whitespace, which 48 random bytes are with a chance of about 10^-21; a
+//! text file with any other line is refused, naming the line. The first key seals new
 //! tickets; every key in the file opens them. Rotation: write a file with the new key
 //! first and the previous one after it (`cat new old > keys.tmp && mv keys.tmp keys`),
 //! on every edge, then SIGHUP; drop the old key one ticket lifetime later. The file
@@ -60,6 +65,17 @@ pub enum TicketKeyError {
         /// Its length.
         len: usize,
     },
+    /// The text form has a line that is not 96 hex digits, a comment or blank.
+    #[error(
+        "tls.ticket_keys_file {path}: line {line} is not a key of 96 hex digits (text form: \
+         one `openssl rand -hex 48` per line, `#` comments and blank lines allowed)"
+    )]
+    TextLine {
+        /// The file.
+        path: String,
+        /// The line, 1-based.
+        line: usize,
+    },
     /// Two keys share a name: a ticket could not say which key opens it.
     #[error("tls.ticket_keys_file {path}: keys {first} and {second} have the same 16-byte name")]
     DuplicateName {
@@ -113,12 +129,21 @@ impl FileTicketer {
                 first,
                 second,
             },
+            TicketKeyError::TextLine { line, .. } => TicketKeyError::TextLine { path: p(), line },
             other => other,
         })
     }
 
-    /// Builds the ticketer from the file's bytes (errors carry no path).
+    /// Builds the ticketer from the file's bytes, binary or text form (errors carry no
+    /// path).
     pub fn from_bytes(bytes: &[u8], lifetime_secs: u32) -> Result<Self, TicketKeyError> {
+        let decoded;
+        let bytes = if is_text_form(bytes) {
+            decoded = decode_text_form(bytes)?;
+            &decoded[..]
+        } else {
+            bytes
+        };
         if bytes.is_empty() || bytes.len() % KEY_BYTES != 0 || bytes.len() / KEY_BYTES > MAX_KEYS {
             return Err(TicketKeyError::Length {
                 path: String::new(),
@@ -154,6 +179,38 @@ impl FileTicketer {
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
+}
+
+/// Whether a key file is in the text form: non-empty and nothing but printable ASCII
+/// and whitespace.
+fn is_text_form(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+}
+
+/// The keys of a text-form file as bytes: one key of 96 hex digits per line.
+fn decode_text_form(text: &[u8]) -> Result<Vec<u8>, TicketKeyError> {
+    let mut out = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() || line[0] == b'#' {
+            continue;
+        }
+        let bad = || TicketKeyError::TextLine {
+            path: String::new(),
+            line: i + 1,
+        };
+        if line.len() != 2 * KEY_BYTES {
+            return Err(bad());
+        }
+        for pair in line.chunks_exact(2) {
+            let hex = std::str::from_utf8(pair).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+        }
+    }
+    Ok(out)
 }
 
 impl rustls::server::ProducesTickets for FileTicketer {
@@ -257,6 +314,32 @@ mod tests {
         std::fs::write(&f, [key(1), key(1)].concat()).unwrap();
         let e = FileTicketer::load(&f, 60).unwrap_err().to_string();
         assert!(e.contains("same 16-byte name"), "{e}");
+        // The text form: the same keys in hex, one per line, comments allowed.
+        let hex = |k: &[u8]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        std::fs::write(
+            &f,
+            format!("# fleet keys\n{}\n\n{}\n", hex(&key(2)), hex(&key(1))),
+        )
+        .unwrap();
+        let text = FileTicketer::load(&f, 60).unwrap();
+        assert_eq!(text.key_count(), 2);
+        let sealed = text.encrypt(b"s").unwrap();
+        assert_eq!(&sealed[..16], &key(2)[..16], "the first line seals");
+        let binary = FileTicketer::from_bytes(&[key(2), key(1)].concat(), 60).unwrap();
+        assert_eq!(
+            binary.decrypt(&sealed).unwrap(),
+            b"s",
+            "same keys as binary"
+        );
+        std::fs::write(&f, format!("{}\n{}z\n", hex(&key(2)), &hex(&key(1))[1..])).unwrap();
+        let e = FileTicketer::load(&f, 60).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("96 hex digits"), "{e}");
+        std::fs::write(&f, format!("{}\n", &hex(&key(2))[..94])).unwrap();
+        let e = FileTicketer::load(&f, 60).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+        std::fs::write(&f, "# nothing but a comment\n").unwrap();
+        let e = FileTicketer::load(&f, 60).unwrap_err().to_string();
+        assert!(e.contains("0 bytes"), "{e}");
         let e = FileTicketer::load(&d.join("missing"), 60)
             .unwrap_err()
             .to_string();

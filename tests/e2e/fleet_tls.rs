@@ -537,3 +537,105 @@ async fn ip_literal_sni_is_counted_not_logged_per_handshake() {
         .unwrap_or_else(|| panic!("no ip_literal count in\n{metrics}"));
     assert!(counted >= HANDSHAKES as f64, "{counted}");
 }
+
+/// `edge_config_reloads_total{result}` from the admin plane at `admin` (blocking GET).
+fn reload_count(admin: std::net::SocketAddr, token: &str, result: &str) -> u64 {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let name = format!("edge_config_reloads_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// What a deploy tool reads after `systemctl reload edge`: every SIGHUP is counted in
+/// `edge_config_reloads_total` by result. Applied (new ticket keys in the text form
+/// Ansible writes), refused (a restart-only key changed) and failed (a key file edge
+/// refuses) each move their own counter, and edge keeps serving. A SIGHUP sent the
+/// moment edge says it listens (before its handler may be installed) is a no-op.
+#[test]
+fn sighup_outcomes_are_counted_by_result_and_an_early_sighup_is_harmless() {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("reload-count");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("x.bin"), pattern(100, 1)).unwrap();
+    let certs = dir.path().join("certs");
+    edge::tls::ensure_private_dir(&certs).unwrap();
+    edge::tls::load_or_generate(None, &certs).unwrap();
+    let keys = key_file(dir.path(), "ticket.keys", &[1]);
+    let config = edge_tests::write_binary_config(dir.path(), &root, "");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let tls = tls_table(&certs.join("cert.pem"), &certs.join("key.pem"), &keys);
+    std::fs::write(&config, format!("{base}{tls}")).unwrap();
+    let mut child = Command::new(edge_tests::edge_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = edge_tests::listening_line(&mut child);
+    let mut child = edge_tests::KillOnDrop(child);
+    let hup = |pid: u32| {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    let pid = child.0.id();
+    hup(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "a SIGHUP right after start-up killed edge"
+    );
+    let admin = edge_tests::addr_in_listening_line(&line, "admin");
+    let token = std::fs::read_to_string(dir.path().join("state/admin.token")).unwrap();
+    let token = token.trim();
+    let wait_for = |result: &str, want: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while reload_count(admin, token, result) < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "edge_config_reloads_total{{result=\"{result}\"}} never reached {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // The early SIGHUP either was ignored or reloaded; count from here.
+    let applied0 = reload_count(admin, token, "applied");
+
+    // Applied: the rotated keys as text, one key of 96 hex digits per line.
+    let hex = |seed: u64| {
+        pattern(48, seed)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    std::fs::write(&keys, format!("# rotated\n{}\n{}\n", hex(2), hex(1))).unwrap();
+    hup(pid);
+    wait_for("applied", applied0 + 1);
+    // Refused: a restart-only key changed; the running config stays.
+    std::fs::write(&config, format!("{base}{tls}[limits]\nmax_headers = 9\n")).unwrap();
+    hup(pid);
+    wait_for("refused", 1);
+    std::fs::write(&config, format!("{base}{tls}")).unwrap();
+    // Failed: a key file edge refuses (not a whole number of keys).
+    std::fs::write(&keys, pattern(40, 3)).unwrap();
+    hup(pid);
+    wait_for("failed", 1);
+    assert_eq!(reload_count(admin, token, "applied"), applied0 + 1);
+    assert!(child.0.try_wait().unwrap().is_none(), "edge exited");
+}
