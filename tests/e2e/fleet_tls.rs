@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -291,7 +292,7 @@ async fn reload_under_200_downloads_drops_nothing_and_new_handshakes_see_the_new
 /// certificate, and a ticket from before the reload still resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_new_certificate_and_keys_under_200_downloads_drops_nothing() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = TempDir::new("sighup");
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
@@ -317,22 +318,9 @@ async fn sighup_with_a_new_certificate_and_keys_under_200_downloads_drops_nothin
     let config = edge_tests::write_binary_config(dir.path(), &root, "");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}{}", tls_table(&cert, &key, &keys))).unwrap();
-    let mut child = Command::new(edge_tests::edge_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    let mut child = spawn_edge(&config);
     let tls_addr = edge_tests::listening_addr(&mut child, "tls");
-    let child = Kill(child);
+    let child = edge_tests::KillOnDrop(child);
 
     // 200 keep-alive downloaders, and a ticket sealed with the first key.
     let downloads = Downloaders::start(tls_addr, &old_cert, body.len());
@@ -459,7 +447,7 @@ async fn client_with_cookie(addr: std::net::SocketAddr, path: &str, cookie: &str
 /// the binary logs at most a burst of such lines and counts every one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_literal_sni_is_counted_not_logged_per_handshake() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = TempDir::new("sni-ip");
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
@@ -538,6 +526,17 @@ async fn ip_literal_sni_is_counted_not_logged_per_handshake() {
     assert!(counted >= HANDSHAKES as f64, "{counted}");
 }
 
+/// `edge serve --config CONFIG`, stdout piped (for the listening line), stderr dropped.
+fn spawn_edge(config: &Path) -> std::process::Child {
+    std::process::Command::new(edge_tests::edge_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// `edge_config_reloads_total{result}` from the admin plane at `admin` (blocking GET).
 fn reload_count(admin: std::net::SocketAddr, token: &str, result: &str) -> u64 {
     use std::io::{Read as _, Write as _};
@@ -565,7 +564,7 @@ fn reload_count(admin: std::net::SocketAddr, token: &str, result: &str) -> u64 {
 /// moment edge says it listens (before its handler may be installed) is a no-op.
 #[test]
 fn sighup_outcomes_are_counted_by_result_and_an_early_sighup_is_harmless() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = TempDir::new("reload-count");
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
@@ -578,13 +577,7 @@ fn sighup_outcomes_are_counted_by_result_and_an_early_sighup_is_harmless() {
     let base = std::fs::read_to_string(&config).unwrap();
     let tls = tls_table(&certs.join("cert.pem"), &certs.join("key.pem"), &keys);
     std::fs::write(&config, format!("{base}{tls}")).unwrap();
-    let mut child = Command::new(edge_tests::edge_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_edge(&config);
     let line = edge_tests::listening_line(&mut child);
     let mut child = edge_tests::KillOnDrop(child);
     let hup = |pid: u32| {

@@ -50,6 +50,9 @@
 #                 if it is PVM (kvm_pvm, as on Firecracker sandboxes), which
 #                 cannot run a stock kernel, use TCG (software emulation).
 #   --rebuild     rebuild the cached kernel/initramfs
+#   --print-kdir  print the kernel/initramfs cache directory (building it if
+#                 needed) and exit; its /init boots a root disk when the kernel
+#                 command line has edgevm.root=/dev/vdX (tests/fleet/guest.sh)
 #
 # Exit status: the command's status; 124 timeout; 125 VM/setup failure.
 #
@@ -67,7 +70,7 @@ set -euo pipefail
 
 VM_HOME=${EDGE_VM_HOME:-$HOME/.cache/edge-vm}
 CACHE=$VM_HOME/cache
-RW=off HOSTUSR=0 TIMEOUT=300 MEM=1G CPUS=2 KPKG='' VERBOSE=0 ACCEL=auto REBUILD=0
+RW=off HOSTUSR=0 TIMEOUT=300 MEM=1G CPUS=2 KPKG='' VERBOSE=0 ACCEL=auto REBUILD=0 PRINT_KDIR=0
 FWDS=() DISKS=()
 
 die() { echo "run-in-vm: $*" >&2; exit 125; }
@@ -96,17 +99,20 @@ while [ $# -gt 0 ]; do
     --tcg) ACCEL=tcg; shift ;;
     --kvm) ACCEL=kvm; shift ;;
     --rebuild) REBUILD=1; shift ;;
+    --print-kdir) PRINT_KDIR=1; shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
     --) shift; break ;;
     -*) die "unknown option $1" ;;
     *) break ;;
     esac
 done
-[ $# -ge 2 ] || die "usage: $0 [options] HOSTDIR COMMAND [ARGS...]  (-h for help)"
-HOSTDIR=$(realpath -e -- "$1") || die "no such directory: $1"
-[ -d "$HOSTDIR" ] || die "not a directory: $HOSTDIR"
-shift
-CMD="$*"
+if [ $PRINT_KDIR = 0 ]; then
+    [ $# -ge 2 ] || die "usage: $0 [options] HOSTDIR COMMAND [ARGS...]  (-h for help)"
+    HOSTDIR=$(realpath -e -- "$1") || die "no such directory: $1"
+    [ -d "$HOSTDIR" ] || die "not a directory: $HOSTDIR"
+    shift
+    CMD="$*"
+fi
 
 # -d FILE[:OPTS]: the part after the last ':' is OPTS if it holds a '='
 DRIVES=() n=0
@@ -245,6 +251,19 @@ $B mount -t tmpfs -o size=75% tmpfs /tmp
 $B mount -t tmpfs tmpfs /run
 $B mount -t tmpfs tmpfs /dev/shm
 fail() { echo "[vm] $*" >/dev/console; $B poweroff -f; }
+# Root-disk mode (tests/fleet/guest.sh): edgevm.root=/dev/vda on the kernel command
+# line mounts that ext4 disk (a debootstrap'd Debian) and hands over to its systemd.
+root=$($B sed -n 's/.*edgevm\.root=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$root" ]; then
+    for m in virtio_pci virtio_blk ext4; do $B modprobe -q $m; done
+    i=0; while [ ! -b "$root" ] && [ $i -lt 200 ]; do $B usleep 50000; i=$((i+1)); done
+    $B mkdir -p /newroot
+    $B mount -t ext4 -o rw,noatime "$root" /newroot || fail "cannot mount $root"
+    $B umount /dev/pts /dev/shm /tmp /run
+    $B mount --move /dev /newroot/dev
+    $B umount /sys /proc
+    exec $B switch_root /newroot /sbin/init
+fi
 RUNSH=/bin/sh   # busybox ash; /bin/bash with -u
 for m in virtio_pci virtio_console virtio_net 9pnet_virtio 9p virtio-rng tls \
          aesni_intel ghash_clmulni_intel gcm ccm chacha20poly1305 \
@@ -355,6 +374,9 @@ mkdir -p "$CACHE"
 if [ $REBUILD = 1 ] || [ ! -s "$KDIR/initramfs.img" ] || [ ! -s "$KDIR/vmlinuz" ]; then
     ( flock 9; [ $REBUILD = 0 ] && [ -s "$KDIR/initramfs.img" ] || build_cache ) 9>"$CACHE/.lock"
 fi
+# --print-kdir: the kernel + initramfs directory (built if needed), for guests that
+# boot a root disk (tests/fleet/guest.sh)
+[ $PRINT_KDIR = 0 ] || { echo "$KDIR"; exit 0; }
 
 # ---------------------------------------------------------------- run
 if [ $ACCEL = auto ]; then
