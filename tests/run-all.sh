@@ -22,7 +22,8 @@
 #   ansible   ansible-lint (production profile) and --syntax-check of ansible/, the example
 #             vault opening, its inventory passing the roles' argument specs (pinned
 #             Ansible from PyPI, tests/fleet/ansible-env.sh)
-#   fleet     three Debian guests (debootstrap image, cached) provisioned over SSH by
+#   fleet     three Debian guests (debootstrap image, cached; built in the background
+#             from the end of install, beside the compile stages) provisioned over SSH by
 #             ansible/site.yml: one origin, two edges; idempotence, byte-identical HTTPS
 #             through the cache fill, kTLS, resumption across edges, ticket-key rotation,
 #             reload under load, bad input (tests/fleet/fleet-suite.sh)
@@ -81,21 +82,30 @@ install() {
 
 fuzz_targets() {
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz || return 1
-    local t rc=0
+    local t i rc=0
     # Only the stable toolchain exists here; cargo-fuzz needs -Zsanitizer.
     local -x RUSTC_BOOTSTRAP=1
     # --dev: no optimisation, with debug assertions and overflow checks (what a
     # parser bug trips first); builds in half the time of -O, which matters more for
     # a few seconds per target than executions per second
     (cd fuzz && cargo fuzz build --dev) || return 1
+    # libFuzzer runs on one core: two targets at a time, one per core here
+    local -a pids=() names=()
     for t in request_head request_path range_header manifest_query media_probe cache_records; do
         mkdir -p "fuzz/corpus/$t"
-        if (cd fuzz && cargo fuzz run --dev "$t" "corpus/$t" "seeds/$t" -- \
-                -max_total_time="${FUZZ_SECONDS:-10}" -max_len=4096) > "fuzz/$t.log" 2>&1; then
-            echo "fuzz $t: $(grep -m1 '^Done' "fuzz/$t.log")"
-        else
-            tail -n 40 "fuzz/$t.log"; echo "fuzz target $t FAILED (input in fuzz/artifacts/$t)"; rc=1
-        fi
+        (cd fuzz && cargo fuzz run --dev "$t" "corpus/$t" "seeds/$t" -- \
+            -max_total_time="${FUZZ_SECONDS:-10}" -max_len=4096) > "fuzz/$t.log" 2>&1 &
+        pids+=($!) names+=("$t")
+        [ ${#pids[@]} -lt 2 ] && [ "$t" != cache_records ] && continue
+        for i in "${!pids[@]}"; do
+            t=${names[$i]}
+            if wait "${pids[$i]}"; then
+                echo "fuzz $t: $(grep -m1 '^Done' "fuzz/$t.log")"
+            else
+                tail -n 40 "fuzz/$t.log"; echo "fuzz target $t FAILED (input in fuzz/artifacts/$t)"; rc=1
+            fi
+        done
+        pids=() names=()
     done
     return $rc
 }
@@ -181,19 +191,37 @@ demo_clients() {
 }
 
 stage install install
+# The fleet's guest image (the guest kernel, the pinned Ansible venv, debootstrap: mostly
+# downloads and unpacking) is built beside the compile stages instead of inside the
+# fleet stage; fleet waits for it, and its log is printed there if the build failed.
+prefetch_log=$(mktemp /tmp/edge-prefetch.XXXXXX)
+prefetch_pid=
+if [[ " ${SKIP_STAGES:-} " != *" fleet "* ]]; then
+    nice -n 10 tests/fleet/build-rootfs.sh > "$prefetch_log" 2>&1 &
+    prefetch_pid=$!
+fi
+fleet_stage() {
+    if [ -n "$prefetch_pid" ] && ! wait "$prefetch_pid"; then
+        echo "background build of the guest image failed:"; cat "$prefetch_log"
+    fi
+    tests/fleet/fleet-suite.sh
+}
 stage fmt cargo fmt --all --check
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage build cargo build --workspace --bins
-stage unit+e2e cargo nextest run --workspace --no-fail-fast
+# One test thread more than cores: the five-minute steady-storm test (started first,
+# .config/nextest.toml) mostly waits, so it should not hold a core's share of the run.
+stage unit+e2e cargo nextest run --workspace --no-fail-fast --test-threads $(($(nproc) + 1))
 stage clients demo_clients
 stage ktls-vm tests/vm/edge-ktls-suite.sh
 stage cache-vm tests/vm/cache-disk-suite.sh
 stage ansible tests/fleet/lint.sh
-stage fleet tests/fleet/fleet-suite.sh
+stage fleet fleet_stage
 stage fuzz fuzz_targets
 
 echo
 echo "passed stages: ${passed[*]:-none}"
 echo "failed stages: ${failed[*]:-none}"
 echo "suite: ${#passed[@]} passed, ${#failed[@]} failed"
+rm -f "$prefetch_log"
 [ ${#failed[@]} -eq 0 ]
