@@ -284,12 +284,16 @@ min_max() {
 # (worker_processes), MAX_CONNS (worker_connections), IDLE_TIMEOUT (keepalive_timeout,
 # s). Every listen has reuseport and edge's backlog (4096); the certificate is
 # $OUT/cert.pem; no kTLS; access_log off; worker_rlimit_nofile = the hard limit.
+# OPEN_FILE_CACHE=N (default 0: off): open_file_cache max=N with open_file_cache_valid
+# 1s, the same as edge's content.open_file_cache = N (write_edge_conf).
 write_nginx_conf() {
-  local f=$1 name nofile http_listen=""
+  local f=$1 name nofile http_listen="" open_files=""
   name=$(basename "$f" .conf)
   nofile=$(ulimit -Hn)
   [[ $nofile == unlimited ]] && nofile=1048576
   [[ -n $NGINX_HTTP_PORT ]] && http_listen="listen $HOST:$NGINX_HTTP_PORT reuseport backlog=4096;"
+  ((${OPEN_FILE_CACHE:-0} > 0)) &&
+    open_files="open_file_cache max=$OPEN_FILE_CACHE inactive=60s; open_file_cache_valid 1s;"
   {
     [[ $EUID -eq 0 ]] && echo "user root;"
     cat <<CONF
@@ -308,6 +312,7 @@ http {
     tcp_nodelay on;
     keepalive_requests 1000000;
     keepalive_timeout ${IDLE_TIMEOUT}s;
+    $open_files
     types { video/mp2t ts; }
     default_type application/octet-stream;
     client_body_temp_path $OUT/nginx-tmp/body;
@@ -335,6 +340,8 @@ CONF
 # shutdown_grace_secs 0, and min_send_rate_bytes_per_sec 0: nginx has no rate floor,
 # and thousands of connections sharing a core can fall below edge's default one.
 # EDGE_LIMITS_EXTRA: more [limits] lines (e.g. max_tls_handshakes_per_worker = 8).
+# OPEN_FILE_CACHE=N (default 0: off): content.open_file_cache = N, valid 1 s (nginx the
+# same, write_nginx_conf).
 write_edge_conf() {
   local http_listen=""
   [[ -n $EDGE_HTTP_PORT ]] && http_listen="http_listen = \"$HOST:$EDGE_HTTP_PORT\""
@@ -348,6 +355,8 @@ shutdown_grace_secs = 0
 
 [content]
 root = "$WWW"
+open_file_cache = ${OPEN_FILE_CACHE:-0}
+open_file_cache_valid_ms = 1000
 
 [tls]
 cert_path = "$OUT/cert.pem"

@@ -56,6 +56,8 @@
 #   WRK_TIMEOUT       wrk --timeout: responses slower than this count as errors [60s]
 #   SATURATION        CPU share at which the client or the server counts as saturated [0.90]
 #   NFILES FILE_MIB   segment files [32 2]
+#   OPEN_FILE_CACHE   files kept open per worker by both servers: edge
+#                     content.open_file_cache, nginx open_file_cache max=N; 0 = off [0]
 #   NGINX_BIN         [nginx from PATH or /usr/sbin/nginx]
 #   NGINX_HTTP_PORT NGINX_HTTPS_PORT              [29080 29443]
 #   EDGE_HTTP_PORT EDGE_TLS_PORT EDGE_ADMIN_PORT  [29180 29543 29181]
@@ -80,7 +82,7 @@ ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 # the command as given, with the settings from the environment
 COMMAND_LINE=""
 for v in OUT EDGE_BIN SERVERS MODES CONNS DURATION WARMUP RAMP_MAX RAMP_BYTES SETTLE SERVER_CPUS \
-  CLIENT_CPUS WORKERS WRK_THREADS WRK_TIMEOUT SATURATION NFILES FILE_MIB NGINX_BIN; do
+  CLIENT_CPUS WORKERS WRK_THREADS WRK_TIMEOUT SATURATION NFILES FILE_MIB NGINX_BIN OPEN_FILE_CACHE; do
   if [[ -n ${!v:-} ]]; then COMMAND_LINE+="$v=$(printf '%q' "${!v}") "; fi
 done
 COMMAND_LINE+="$0${*:+ $*}"
@@ -370,13 +372,18 @@ else
 fi
 
 MD=$OUT/scale-results.md
+NGINX_OFC="" EDGE_OFC=""
+if ((${OPEN_FILE_CACHE:-0} > 0)); then
+  NGINX_OFC=", \`open_file_cache max=$OPEN_FILE_CACHE\` (valid 1s)"
+  EDGE_OFC=", \`open_file_cache = $OPEN_FILE_CACHE\` (valid 1 s)"
+fi
 {
   echo "### Many connections: edge vs nginx, servers on their own CPUs ($START_DATE)"
   echo
   echo "- host: $KERNEL, nproc $NPROC ($CPU_MODEL); load avg at start $START_LOAD, at end $END_LOAD"
   echo "- CPU sets: servers \`taskset -c $SERVER_CPUS\` ($N_SERVER CPUs), wrk \`taskset -c $CLIENT_CPUS\` ($N_CLIENT CPUs)"
-  echo "- nginx: $NGINX_VERSION, \`worker_processes $WORKERS\`, \`reuseport\`, \`worker_connections $MAX_CONNS\`, sendfile, tcp_nopush, keepalive_requests 1000000, access_log off"
-  echo "- edge: $EDGE_VERSION, \`EDGE_WORKER_THREADS=$WORKERS\`, \`max_connections = $MAX_CONNS\`, \`min_send_rate_bytes_per_sec = 0\`; binary \`$EDGE_BIN\`$([[ -x $EDGE_BIN ]] && date -u -r "$EDGE_BIN" '+ (%Y-%m-%d %H:%M UTC)')"
+  echo "- nginx: $NGINX_VERSION, \`worker_processes $WORKERS\`, \`reuseport\`, \`worker_connections $MAX_CONNS\`, sendfile, tcp_nopush, keepalive_requests 1000000, access_log off$NGINX_OFC"
+  echo "- edge: $EDGE_VERSION, \`EDGE_WORKER_THREADS=$WORKERS\`, \`max_connections = $MAX_CONNS\`, \`min_send_rate_bytes_per_sec = 0\`$EDGE_OFC; binary \`$EDGE_BIN\`$([[ -x $EDGE_BIN ]] && date -u -r "$EDGE_BIN" '+ (%Y-%m-%d %H:%M UTC)')"
   echo "- client: wrk $WRK_VERSION \`-t T -c C --timeout $WRK_TIMEOUT\` (T = CPUs in the client set, at most C), keep-alive, $NFILES files x ${FILE_MIB} MiB round-robin, loopback"
   echo "- window: ${DURATION} s, starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes wrk read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
   echo "- per worker (min/max): connections halfway through the window (edge: \`edge_worker_open_connections\`, n/a when the binary lacks it; nginx: ss per worker pid) and CPU seconds in the window (nginx worker processes; edge: the main thread, worker 0, which also serves /metrics, and the \`edge-worker-N\` threads)"

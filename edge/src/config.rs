@@ -121,6 +121,10 @@ struct RawContent {
     root: PathBuf,
     #[serde(default = "default_symlinks")]
     symlinks: SymlinkPolicy,
+    #[serde(default)]
+    open_file_cache: u64,
+    #[serde(default = "default_open_file_cache_valid_ms")]
+    open_file_cache_valid_ms: u64,
 }
 
 impl Default for RawContent {
@@ -128,8 +132,37 @@ impl Default for RawContent {
         Self {
             root: default_root(),
             symlinks: default_symlinks(),
+            open_file_cache: 0,
+            open_file_cache_valid_ms: default_open_file_cache_valid_ms(),
         }
     }
+}
+
+fn default_open_file_cache_valid_ms() -> u64 {
+    1000
+}
+
+/// Most files `content.open_file_cache` may keep open per worker thread.
+pub const MAX_OPEN_FILE_CACHE: u64 = 1 << 20;
+
+/// `content.open_file_cache` and `content.open_file_cache_valid_ms`: content files
+/// each worker thread keeps open and shares among the responses that send them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFileCache {
+    /// Files kept open per worker thread (least recently used dropped first); 0 =
+    /// off: every response opens and `fstat`s its file.
+    pub entries: usize,
+    /// How long an opened file is reused before the next request for it opens the
+    /// path again (a file replaced or removed is seen within this time).
+    pub valid: Duration,
+}
+
+impl OpenFileCache {
+    /// No cache: every response opens its file.
+    pub const OFF: Self = Self {
+        entries: 0,
+        valid: Duration::from_secs(1),
+    };
 }
 
 fn default_symlinks() -> SymlinkPolicy {
@@ -641,6 +674,8 @@ pub struct Config {
     pub content_root: PathBuf,
     /// Which symlinks under it are followed.
     pub symlinks: SymlinkPolicy,
+    /// Content files kept open per worker thread.
+    pub open_file_cache: OpenFileCache,
     /// Limits.
     pub limits: Limits,
     /// TLS settings.
@@ -756,6 +791,29 @@ impl RawConfig {
         if self.content.root.as_os_str().is_empty() {
             return Err(invalid("content.root", "must not be empty".into()));
         }
+        let c = &self.content;
+        if c.open_file_cache > MAX_OPEN_FILE_CACHE {
+            return Err(invalid(
+                "content.open_file_cache",
+                format!(
+                    "{} is out of range: use 0 (off)..={MAX_OPEN_FILE_CACHE} files per worker",
+                    c.open_file_cache
+                ),
+            ));
+        }
+        if !(1..=3_600_000).contains(&c.open_file_cache_valid_ms) {
+            return Err(invalid(
+                "content.open_file_cache_valid_ms",
+                format!(
+                    "{} is out of range: use 1..=3600000 milliseconds",
+                    c.open_file_cache_valid_ms
+                ),
+            ));
+        }
+        let open_file_cache = OpenFileCache {
+            entries: c.open_file_cache as usize,
+            valid: Duration::from_millis(c.open_file_cache_valid_ms),
+        };
 
         let l = self.limits;
         if !(1024..=1 << 20).contains(&l.max_head_bytes) {
@@ -1145,6 +1203,7 @@ impl RawConfig {
             shutdown_grace,
             content_root: self.content.root,
             symlinks: self.content.symlinks,
+            open_file_cache,
             limits,
             tls,
             cors,
@@ -1586,6 +1645,29 @@ mod tests {
         let c = load("[content]\nsymlinks = \"within_root\"\n").unwrap();
         assert_eq!(c.symlinks, SymlinkPolicy::WithinRoot);
         assert!(load("[content]\nsymlinks = \"sometimes\"\n").is_err());
+    }
+
+    #[test]
+    fn the_open_file_cache_is_off_by_default_and_its_keys_are_checked() {
+        let refused = |text: &str, key: &str| {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        };
+        let c = load("").unwrap();
+        assert_eq!(c.open_file_cache, OpenFileCache::OFF);
+        let c =
+            load("[content]\nopen_file_cache = 4096\nopen_file_cache_valid_ms = 250\n").unwrap();
+        assert_eq!(c.open_file_cache.entries, 4096);
+        assert_eq!(c.open_file_cache.valid, Duration::from_millis(250));
+        refused(
+            "[content]\nopen_file_cache = 2000000\n",
+            "key `content.open_file_cache`",
+        );
+        refused(
+            "[content]\nopen_file_cache_valid_ms = 0\n",
+            "key `content.open_file_cache_valid_ms`",
+        );
+        refused("[content]\nopen_file_cache = -1\n", "open_file_cache");
     }
 
     #[test]

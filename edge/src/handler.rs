@@ -11,6 +11,14 @@
 //! the tree can never stall a worker; anything but a regular file is 404. Every
 //! error a client's path can cause maps to a 4xx; only server conditions (out of
 //! descriptors, an I/O error) are 5xx.
+//!
+//! With `content.open_file_cache` each worker thread keeps recently sent files open
+//! ([`OPEN_FILES`]) and shares one descriptor among all the responses that send the
+//! same file (bodies are sent with explicit offsets, so sharing is safe): thousands
+//! of connections fetching the same segments then cost a descriptor per file, not
+//! one per response in flight. An entry is reused for `open_file_cache_valid_ms`,
+//! then the path is opened again, so a replaced or removed file is seen within that
+//! time. Errors are not cached.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -22,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cache::EdgeCache;
-use crate::config::{AllowedOrigins, Cors, SymlinkPolicy};
+use crate::config::{AllowedOrigins, Cors, OpenFileCache, SymlinkPolicy};
 use crate::http::range::{self, RangeOutcome};
 use crate::http::request::{valid_authority, Method, RequestHead};
 use crate::http::response::HeadWriter;
@@ -46,6 +54,10 @@ pub struct Site {
     /// Edge mode: requests outside `/streams/` are answered from the cache, filled
     /// from `[upstream]`, instead of from the root.
     pub cache: Option<Arc<EdgeCache>>,
+    /// Files kept open per worker thread (off unless [`Site::with_open_file_cache`]).
+    open_file_cache: OpenFileCache,
+    /// Counts the open-file cache's (hits, misses).
+    open_file_counters: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
 
 impl Site {
@@ -76,7 +88,21 @@ impl Site {
             cors,
             catalog: Arc::new(Catalog::empty()),
             cache: None,
+            open_file_cache: OpenFileCache::OFF,
+            open_file_counters: None,
         })
+    }
+
+    /// The same site, keeping up to `policy.entries` files open per worker thread,
+    /// counting (hits, misses) on `counters`.
+    pub fn with_open_file_cache(
+        mut self,
+        policy: OpenFileCache,
+        counters: (prometheus::IntCounter, prometheus::IntCounter),
+    ) -> Self {
+        self.open_file_cache = policy;
+        self.open_file_counters = Some(counters);
+        self
     }
 
     /// The same site in edge mode, answering from `cache`.
@@ -119,7 +145,7 @@ pub enum Body {
     /// `len` bytes of `file` from `offset`.
     File {
         /// The open file.
-        file: File,
+        file: ContentFile,
         /// First byte to send.
         offset: u64,
         /// Bytes to send.
@@ -358,11 +384,56 @@ enum Routed {
     Options { preflight: bool },
 }
 
+/// A content file for one response: opened for it, or shared from the worker's
+/// open-file cache. Derefs to the [`File`].
+#[derive(Debug)]
+pub enum ContentFile {
+    /// Opened for this response (`content.open_file_cache = 0`).
+    Owned(File),
+    /// Shared with other responses of this worker.
+    Shared(Arc<File>),
+}
+
+impl std::ops::Deref for ContentFile {
+    type Target = File;
+
+    fn deref(&self) -> &File {
+        match self {
+            ContentFile::Owned(f) => f,
+            ContentFile::Shared(f) => f,
+        }
+    }
+}
+
 struct Found {
-    file: File,
+    file: ContentFile,
     len: u64,
     mtime: SystemTime,
     ino: u64,
+}
+
+/// One file in a worker's open-file cache.
+struct OpenEntry {
+    file: Arc<File>,
+    len: u64,
+    mtime: SystemTime,
+    ino: u64,
+    /// When it was opened ([`crate::streams::now_ms`]).
+    opened_ms: u64,
+}
+
+/// A worker thread's open-file cache: the site root its entries are relative to
+/// (held, so its address cannot be reused by another root while entries exist) and
+/// the files by normalised path, least recently used first out.
+struct OpenFiles {
+    root: Arc<OwnedFd>,
+    files: lru::LruCache<Box<str>, OpenEntry>,
+}
+
+thread_local! {
+    /// This worker thread's open-file cache (`content.open_file_cache`).
+    static OPEN_FILES: std::cell::RefCell<Option<OpenFiles>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn route(
@@ -406,9 +477,88 @@ fn route(
             if site.cache.is_some() {
                 return Ok(Routed::Cached);
             }
-            open_under(site, scratch).map(Routed::File)
+            open_content(site, scratch).map(Routed::File)
         }
     }
+}
+
+/// [`open_under`] through this worker's open-file cache, when the site has one: a
+/// file opened less than `open_file_cache_valid_ms` ago is shared, anything else is
+/// opened (and an expired entry replaced; dropped if the path no longer opens).
+fn open_content(site: &Site, scratch: &mut Scratch) -> Result<Found, HttpError> {
+    let policy = site.open_file_cache;
+    if policy.entries == 0 {
+        return open_under(site, scratch);
+    }
+    let Some(entries) = std::num::NonZeroUsize::new(policy.entries) else {
+        return open_under(site, scratch);
+    };
+    let now_ms = crate::streams::now_ms();
+    let valid_ms = policy.valid.as_millis() as u64;
+    let hit = OPEN_FILES.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        let cache = cache.as_mut()?;
+        if !Arc::ptr_eq(&cache.root, &site.root_dir) {
+            return None;
+        }
+        let e = cache.files.get(scratch.rel.as_str())?;
+        (now_ms.saturating_sub(e.opened_ms) < valid_ms).then(|| Found {
+            file: ContentFile::Shared(e.file.clone()),
+            len: e.len,
+            mtime: e.mtime,
+            ino: e.ino,
+        })
+    });
+    let counters = site.open_file_counters.as_ref();
+    if let Some(found) = hit {
+        if let Some((hits, _)) = counters {
+            hits.inc();
+        }
+        return Ok(found);
+    }
+    if let Some((_, misses)) = counters {
+        misses.inc();
+    }
+    let opened = open_under(site, scratch);
+    OPEN_FILES.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        // A new root (a restart-free change of site, a test) or a new size: start over.
+        let stale = cache
+            .as_ref()
+            .is_none_or(|c| !Arc::ptr_eq(&c.root, &site.root_dir) || c.files.cap() != entries);
+        if stale {
+            *cache = Some(OpenFiles {
+                root: site.root_dir.clone(),
+                files: lru::LruCache::new(entries),
+            });
+        }
+        let Some(cache) = cache.as_mut() else {
+            return opened;
+        };
+        let mut found = match opened {
+            Ok(found) => found,
+            Err(e) => {
+                cache.files.pop(scratch.rel.as_str());
+                return Err(e);
+            }
+        };
+        let file = match found.file {
+            ContentFile::Owned(f) => Arc::new(f),
+            ContentFile::Shared(f) => f,
+        };
+        cache.files.put(
+            scratch.rel.as_str().into(),
+            OpenEntry {
+                file: file.clone(),
+                len: found.len,
+                mtime: found.mtime,
+                ino: found.ino,
+                opened_ms: now_ms,
+            },
+        );
+        found.file = ContentFile::Shared(file);
+        Ok(found)
+    })
 }
 
 /// Opens `scratch.rel` (already normalised) beneath the root as `content.symlinks`
@@ -439,7 +589,7 @@ fn open_under(site: &Site, scratch: &mut Scratch) -> Result<Found, HttpError> {
         len: meta.len(),
         mtime: meta.modified().unwrap_or(UNIX_EPOCH),
         ino: meta.ino(),
-        file,
+        file: ContentFile::Owned(file),
     })
 }
 
@@ -1149,6 +1299,74 @@ mod tests {
             let (n, v) = l.split_once(": ")?;
             n.eq_ignore_ascii_case(name).then_some(v)
         })
+    }
+
+    #[test]
+    fn the_open_file_cache_shares_a_descriptor_and_sees_changes_after_its_validity() {
+        let mut f = Fixture::new("openfiles");
+        let (hits, misses) = (
+            prometheus::IntCounter::new("h", "h").unwrap(),
+            prometheus::IntCounter::new("m", "m").unwrap(),
+        );
+        let policy = OpenFileCache {
+            entries: 2,
+            valid: Duration::from_millis(300),
+        };
+        f.site = f
+            .site
+            .clone()
+            .with_open_file_cache(policy, (hits.clone(), misses.clone()));
+        let shared = |p: &Plan| match &p.body {
+            Body::File {
+                file: ContentFile::Shared(file),
+                ..
+            } => file.clone(),
+            other => panic!("not a shared file: {other:?}"),
+        };
+        let get = "GET /v/seg.ts HTTP/1.1\r\nHost: x\r\n\r\n";
+
+        // Two responses in flight share one descriptor.
+        let (a, h) = f.get(get);
+        let (b, _) = f.get(get);
+        assert_eq!(header(&h, "Content-Length"), Some("1000"));
+        assert!(Arc::ptr_eq(&shared(&a), &shared(&b)));
+        assert_eq!((hits.get(), misses.get()), (1, 1));
+
+        // Replaced by a rename: served as it was until the entry's time is up.
+        std::fs::write(f.dir.join("v/new.ts"), vec![1u8; 10]).unwrap();
+        std::fs::rename(f.dir.join("v/new.ts"), f.dir.join("v/seg.ts")).unwrap();
+        let (_, h) = f.get(get);
+        assert_eq!(header(&h, "Content-Length"), Some("1000"));
+        std::thread::sleep(Duration::from_millis(350));
+        let (c, h) = f.get(get);
+        assert_eq!(header(&h, "Content-Length"), Some("10"));
+        assert!(!Arc::ptr_eq(&shared(&a), &shared(&c)));
+        // The old descriptor lives on only in the responses that hold it.
+        drop(b);
+        assert_eq!(Arc::strong_count(&shared(&a)), 2);
+
+        // Removed: 404 once the entry's time is up, and the entry is dropped.
+        std::fs::remove_file(f.dir.join("v/seg.ts")).unwrap();
+        std::thread::sleep(Duration::from_millis(350));
+        let (p, _) = f.get(get);
+        assert_eq!(p.status, 404);
+        // Errors are not kept: the file is served as soon as it exists.
+        std::fs::write(f.dir.join("v/seg.ts"), vec![2u8; 20]).unwrap();
+        let (p, h) = f.get(get);
+        assert_eq!(p.status, 200);
+        assert_eq!(header(&h, "Content-Length"), Some("20"));
+
+        // At most `entries` files per worker: the least recently used goes first.
+        std::fs::write(f.dir.join("v/b.ts"), b"b").unwrap();
+        f.get("GET /v/b.ts HTTP/1.1\r\nHost: x\r\n\r\n");
+        f.get("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
+        let before = misses.get();
+        f.get(get);
+        assert_eq!(
+            misses.get(),
+            before + 1,
+            "seg.ts was the least recently used"
+        );
     }
 
     #[test]

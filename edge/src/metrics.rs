@@ -211,6 +211,10 @@ pub struct Metrics {
     pub reloads_refused: IntCounter,
     /// SIGHUP reloads that failed: the config or a file it names does not load.
     pub reloads_failed: IntCounter,
+    /// Content file lookups answered by a worker's open-file cache.
+    pub open_file_cache_hits: IntCounter,
+    /// Content file lookups that opened the path (`content.open_file_cache` on).
+    pub open_file_cache_misses: IntCounter,
 }
 
 impl Metrics {
@@ -320,6 +324,12 @@ impl Metrics {
              unless applied.",
             "result",
         );
+        let open_files = counter_vec(
+            "edge_open_file_cache_total",
+            "Content file lookups with content.open_file_cache on, by result: hit (a \
+             descriptor this worker already held) or miss (the path was opened).",
+            "result",
+        );
 
         Self {
             accepted_tls: accepted.with_label_values(&["tls"]),
@@ -352,6 +362,8 @@ impl Metrics {
             reloads_applied: reloads.with_label_values(&["applied"]),
             reloads_refused: reloads.with_label_values(&["refused"]),
             reloads_failed: reloads.with_label_values(&["failed"]),
+            open_file_cache_hits: open_files.with_label_values(&["hit"]),
+            open_file_cache_misses: open_files.with_label_values(&["miss"]),
             registry,
         }
     }

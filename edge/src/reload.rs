@@ -73,6 +73,10 @@ fn restart_fields(c: &Config) -> Vec<(&'static str, String)> {
         ),
         ("content.root", format!("{:?}", c.content_root)),
         ("content.symlinks", format!("{:?}", c.symlinks)),
+        (
+            "content.open_file_cache",
+            format!("{:?}", c.open_file_cache),
+        ),
         ("limits", format!("{:?}", c.limits)),
         ("tls.ktls", format!("{:?}", c.tls.ktls)),
         (
@@ -178,7 +182,12 @@ pub fn config_json(c: &Config) -> Value {
                 "shutdown_grace_secs": c.shutdown_grace.as_secs(),
                 "close_after_error": c.close_after_error,
             },
-            "content": {"root": p(&c.content_root), "symlinks": format!("{:?}", c.symlinks)},
+            "content": {
+                "root": p(&c.content_root),
+                "symlinks": format!("{:?}", c.symlinks),
+                "open_file_cache": c.open_file_cache.entries,
+                "open_file_cache_valid_ms": c.open_file_cache.valid.as_millis() as u64,
+            },
             "limits": {
                 "max_head_bytes": l.max_head_bytes.get(),
                 "max_headers": l.max_headers.get(),

@@ -346,6 +346,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     let catalog = Arc::new(catalog);
     let mut site = site.with_catalog(catalog.clone());
+    if config.open_file_cache.entries > 0 {
+        site = site.with_open_file_cache(
+            config.open_file_cache,
+            (
+                metrics.open_file_cache_hits.clone(),
+                metrics.open_file_cache_misses.clone(),
+            ),
+        );
+    }
     let edge_cache = match &config.cache {
         None => None,
         Some(c) => {
@@ -412,18 +421,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max_connections = limits.max_connections.get(),
         "connection limit (limits.max_connections)"
     );
-    // Each connection is a socket plus, while a response is in flight, its file;
+    // Each connection is a socket plus, while a response is in flight, its file (with
+    // content.open_file_cache: the cache's files per worker instead, shared);
     // listeners and the admin plane need a few more. Past the limit accept fails
     // with EMFILE (the loop backs off) and opening a file answers 503.
-    let wanted = 2 * limits.max_connections.get() as u64 + NOFILE_RESERVE;
+    let files = config.open_file_cache.entries as u64;
+    let workers = config
+        .worker_threads
+        .map(|n| n.get())
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1) as u64;
+    let per_connection = if files > 0 { 1 } else { 2 };
+    let wanted = per_connection * limits.max_connections.get() as u64
+        + files.saturating_mul(workers)
+        + NOFILE_RESERVE;
     match crate::sys::raise_nofile_limit() {
         Ok((soft, _)) if soft < wanted => {
             tracing::warn!(
                 open_file_limit = soft,
                 wanted,
-                "limits.max_connections needs 2 descriptors per connection plus \
-                 {NOFILE_RESERVE}, more than RLIMIT_NOFILE allows; raise the hard limit \
-                 (systemd LimitNOFILE) or lower limits.max_connections"
+                "limits.max_connections needs {per_connection} descriptor(s) per connection, \
+                 plus content.open_file_cache files per worker, plus {NOFILE_RESERVE}: more \
+                 than RLIMIT_NOFILE allows; raise the hard limit (systemd LimitNOFILE) or \
+                 lower limits.max_connections"
             );
         }
         Ok(_) => {}

@@ -1,7 +1,8 @@
 //! Running out of descriptors: connections past the process's open-file limit wait
 //! in the kernel's backlog while the accept loop backs off (it must not spin), a
 //! file that cannot be opened for lack of descriptors is 503 (a server condition,
-//! never 500), and the server serves normally once descriptors are free again.
+//! never 500), and the server serves normally once descriptors are free again; with
+//! `content.open_file_cache` responses in flight share a descriptor per file.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -175,4 +176,63 @@ fn past_max_connections_the_excess_is_refused_cleanly_then_served() {
             }
         }
     }
+}
+
+/// `content.open_file_cache`: responses in flight for the same file share one
+/// descriptor. Under a hard limit of 128 descriptors, 60 connections each hold a
+/// 32 MiB response in flight (they read only its status line): without the cache
+/// each needs its socket and its own descriptor of the file, and some cannot be
+/// served; with the cache all 60 are answered 200.
+#[test]
+fn the_open_file_cache_lets_responses_in_flight_share_a_descriptor() {
+    let dir = TempDir::new("openfiles");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("big.ts"), vec![7u8; 32 << 20]).unwrap();
+    let served = |cache: &str| -> usize {
+        let config = write_binary_config(dir.path(), &root, "worker_threads = 1");
+        std::fs::write(
+            &config,
+            std::fs::read_to_string(&config).unwrap()
+                + cache
+                + "[limits]\nmax_connections = 1000\n",
+        )
+        .unwrap();
+        let child = Command::new("prlimit")
+            .args(["--nofile=128:128", "--"])
+            .arg(edge_bin())
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("EDGE_WORKER_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut server = Server(child);
+        let http = listening_addr(&mut server.0, "http");
+        let mut held = Vec::new();
+        let mut ok = 0;
+        for _ in 0..60 {
+            let mut c = TcpStream::connect(http).unwrap();
+            c.write_all(b"GET /big.ts HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            // Out of descriptors: 503, or the connection waits in the backlog.
+            match status_line_by(&mut c, Instant::now() + Duration::from_secs(3)) {
+                Ok(s) if s.starts_with("HTTP/1.1 200") => ok += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            held.push(c);
+        }
+        ok
+    };
+    let without = served("");
+    assert!(
+        without < 60,
+        "without the cache 60 responses in flight need 60 descriptors of the file, yet all were served"
+    );
+    let with = served("open_file_cache = 16\n");
+    assert_eq!(
+        with, 60,
+        "with the cache the responses in flight share one descriptor (without: {without})"
+    );
 }
