@@ -427,6 +427,8 @@ struct OpenEntry {
 /// the files by normalised path, least recently used first out.
 struct OpenFiles {
     root: Arc<OwnedFd>,
+    /// At most this many files (`content.open_file_cache`).
+    entries: usize,
     files: lru::LruCache<Box<str>, OpenEntry>,
 }
 
@@ -486,15 +488,12 @@ fn route(
 /// file opened less than `open_file_cache_valid_ms` ago is shared, anything else is
 /// opened (and an expired entry replaced; dropped if the path no longer opens).
 fn open_content(site: &Site, scratch: &mut Scratch) -> Result<Found, HttpError> {
-    let policy = site.open_file_cache;
-    if policy.entries == 0 {
+    let entries = site.open_file_cache.entries;
+    if entries == 0 {
         return open_under(site, scratch);
     }
-    let Some(entries) = std::num::NonZeroUsize::new(policy.entries) else {
-        return open_under(site, scratch);
-    };
     let now_ms = crate::streams::now_ms();
-    let valid_ms = policy.valid.as_millis() as u64;
+    let valid_ms = site.open_file_cache.valid.as_millis() as u64;
     let hit = OPEN_FILES.with(|cell| {
         let mut cache = cell.borrow_mut();
         let cache = cache.as_mut()?;
@@ -521,19 +520,17 @@ fn open_content(site: &Site, scratch: &mut Scratch) -> Result<Found, HttpError> 
     }
     let opened = open_under(site, scratch);
     OPEN_FILES.with(|cell| {
-        let mut cache = cell.borrow_mut();
+        let mut cell = cell.borrow_mut();
         // A new root (a restart-free change of site, a test) or a new size: start over.
-        let stale = cache
-            .as_ref()
-            .is_none_or(|c| !Arc::ptr_eq(&c.root, &site.root_dir) || c.files.cap() != entries);
-        if stale {
-            *cache = Some(OpenFiles {
+        // Unbounded map, trimmed by hand: `LruCache::new` would allocate room for all
+        // `entries` up front.
+        let cache = match cell.as_mut() {
+            Some(c) if Arc::ptr_eq(&c.root, &site.root_dir) && c.entries == entries => c,
+            _ => cell.insert(OpenFiles {
                 root: site.root_dir.clone(),
-                files: lru::LruCache::new(entries),
-            });
-        }
-        let Some(cache) = cache.as_mut() else {
-            return opened;
+                entries,
+                files: lru::LruCache::unbounded(),
+            }),
         };
         let mut found = match opened {
             Ok(found) => found,
@@ -556,6 +553,9 @@ fn open_content(site: &Site, scratch: &mut Scratch) -> Result<Found, HttpError> 
                 opened_ms: now_ms,
             },
         );
+        while cache.files.len() > entries {
+            cache.files.pop_lru();
+        }
         found.file = ContentFile::Shared(file);
         Ok(found)
     })
