@@ -105,14 +105,24 @@ fn requests<S: Read + Write>(s: &mut S, n: usize, buf: &mut [u8]) {
     }
 }
 
-/// Allocations per request on the server thread, after 50 warm-up requests.
+/// Allocations per request on the server thread, after 50 warm-up requests: the
+/// fewest of three windows of 500 requests. The server thread also runs the admin
+/// plane and the telemetry's once-a-second work, which may allocate now and then
+/// (one allocation in a window failed a CI run); an allocation per request shows in
+/// every window.
 fn measure<S: Read + Write>(server: &Server, s: &mut S) -> f64 {
     let mut buf = vec![0u8; 128 * 1024];
     requests(s, 50, &mut buf);
-    server.toggle.send(()).unwrap();
-    requests(s, 500, &mut buf);
-    server.toggle.send(()).unwrap();
-    server.counts.recv().unwrap() as f64 / 500.0
+    (0..3)
+        .map(|_| {
+            server.toggle.send(()).unwrap();
+            requests(s, 500, &mut buf);
+            server.toggle.send(()).unwrap();
+            server.counts.recv().unwrap()
+        })
+        .min()
+        .unwrap() as f64
+        / 500.0
 }
 
 #[test]
