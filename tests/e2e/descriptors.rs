@@ -14,6 +14,22 @@ use edge_tests::{
     TempDir,
 };
 
+/// `edge serve --config CONFIG` with one worker under a hard and soft open-file limit
+/// of `nofile` descriptors (`prlimit`).
+fn serve_with_nofile(config: &std::path::Path, nofile: u32) -> Server {
+    let child = Command::new("prlimit")
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("--")
+        .arg(edge_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("EDGE_WORKER_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Server(child)
+}
+
 #[test]
 fn past_the_open_file_limit_the_server_waits_without_spinning_then_recovers() {
     let dir = TempDir::new("nofile");
@@ -27,16 +43,7 @@ fn past_the_open_file_limit_the_server_waits_without_spinning_then_recovers() {
     )
     .unwrap();
     // A hard limit of 64 descriptors: far below max_connections (edge warns).
-    let child = Command::new("prlimit")
-        .args(["--nofile=64:64", "--"])
-        .arg(edge_bin())
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("EDGE_WORKER_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
+    let mut server = serve_with_nofile(&config, 64);
     let http = listening_addr(&mut server.0, "http");
     let pid = server.0.id();
 
@@ -198,16 +205,7 @@ fn the_open_file_cache_lets_responses_in_flight_share_a_descriptor() {
                 + "[limits]\nmax_connections = 1000\n",
         )
         .unwrap();
-        let child = Command::new("prlimit")
-            .args(["--nofile=128:128", "--"])
-            .arg(edge_bin())
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("EDGE_WORKER_THREADS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut server = Server(child);
+        let mut server = serve_with_nofile(&config, 128);
         let http = listening_addr(&mut server.0, "http");
         let mut held = Vec::new();
         let mut ok = 0;
