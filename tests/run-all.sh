@@ -95,12 +95,7 @@ fuzz_targets() {
     (cd fuzz && cargo fuzz build --dev) || return 1
     # libFuzzer runs on one core: two targets at a time, one per core here
     local -a pids=() names=()
-    for t in request_head request_path range_header manifest_query media_probe cache_records; do
-        mkdir -p "fuzz/corpus/$t"
-        (cd fuzz && cargo fuzz run --dev "$t" "corpus/$t" "seeds/$t" -- \
-            -max_total_time="${FUZZ_SECONDS:-10}" -max_len=4096) > "fuzz/$t.log" 2>&1 &
-        pids+=($!) names+=("$t")
-        [ ${#pids[@]} -lt 2 ] && [ "$t" != cache_records ] && continue
+    fuzz_wait() { # report the targets started since the last call
         for i in "${!pids[@]}"; do
             t=${names[$i]}
             if wait "${pids[$i]}"; then
@@ -110,7 +105,15 @@ fuzz_targets() {
             fi
         done
         pids=() names=()
+    }
+    for t in request_head request_path range_header manifest_query media_probe cache_records; do
+        mkdir -p "fuzz/corpus/$t"
+        (cd fuzz && cargo fuzz run --dev "$t" "corpus/$t" "seeds/$t" -- \
+            -max_total_time="${FUZZ_SECONDS:-10}" -max_len=4096) > "fuzz/$t.log" 2>&1 &
+        pids+=($!) names+=("$t")
+        [ ${#pids[@]} -lt 2 ] || fuzz_wait
     done
+    fuzz_wait
     return $rc
 }
 

@@ -93,8 +93,8 @@ impl Site {
         })
     }
 
-    /// The same site, keeping up to `policy.entries` files open per worker thread,
-    /// counting (hits, misses) on `counters`.
+    /// The same site, keeping up to `policy.entries` files open per worker thread
+    /// (0: none), counting (hits, misses) on `counters`.
     pub fn with_open_file_cache(
         mut self,
         policy: OpenFileCache,

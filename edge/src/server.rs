@@ -345,16 +345,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::info!(streams = ?catalog.names(), "publishing streams under /streams/");
     }
     let catalog = Arc::new(catalog);
-    let mut site = site.with_catalog(catalog.clone());
-    if config.open_file_cache.entries > 0 {
-        site = site.with_open_file_cache(
-            config.open_file_cache,
-            (
-                metrics.open_file_cache_hits.clone(),
-                metrics.open_file_cache_misses.clone(),
-            ),
-        );
-    }
+    let mut site = site.with_catalog(catalog.clone()).with_open_file_cache(
+        config.open_file_cache,
+        (
+            metrics.open_file_cache_hits.clone(),
+            metrics.open_file_cache_misses.clone(),
+        ),
+    );
     let edge_cache = match &config.cache {
         None => None,
         Some(c) => {
