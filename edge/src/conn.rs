@@ -6,13 +6,16 @@
 //! answered, one read buffer (grown on demand up to `limits.max_head_bytes`); nothing
 //! is allocated per request.
 //!
-//! Memory of an idle keep-alive connection: between requests the read buffer goes
-//! back to a per-thread pool ([`HeadBuffer::park`]) and the loop waits for
-//! readability without one; the handshake and request-loop futures are boxed by the
-//! caller, so a connection's task is not sized for states it is not in. What stays is
-//! the request loop's own state, the socket's registration and, on userspace TLS,
-//! rustls' session (its record keys and its 4 KiB receive buffer); a kTLS connection
-//! keeps no userspace TLS state at all.
+//! Memory of an idle keep-alive connection: between requests the read buffer and the
+//! [`Scratch`] go back to per-thread pools ([`HeadBuffer::park`], [`ScratchSlot::park`])
+//! and the loop waits for readability without them; the handshake and request-loop
+//! futures are boxed by the caller, so a connection's task is not sized for states it
+//! is not in, and a userspace-TLS session lives in one allocation of its own. What
+//! stays is the request loop's own state (about 1.7 KB: a future sized for sending a
+//! body), the task and the socket's registration and, on userspace TLS, rustls'
+//! session (its record keys and its 4 KiB receive buffer, which rustls' buffered API
+//! keeps allocated); a kTLS connection keeps no userspace TLS state at all.
+//! `bench/idle-memory-bench.sh` measures it; BENCHMARKS.md has a heap breakdown.
 
 use std::sync::Arc;
 
@@ -103,6 +106,66 @@ impl std::ops::Deref for HeadBuffer {
 impl std::ops::DerefMut for HeadBuffer {
     fn deref_mut(&mut self) -> &mut Vec<u8> {
         &mut self.buf
+    }
+}
+
+/// [`Scratch`] spaces kept for reuse on a worker thread.
+const POOLED_SCRATCH: usize = 64;
+/// A scratch space holding more than this (grown by a very long target or head) is
+/// freed rather than pooled.
+const MAX_POOLED_SCRATCH_BYTES: usize = 8 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<Scratch>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connection's [`Scratch`], taken from a per-thread pool while a request is being
+/// answered and given back when the connection goes idle or ends, like
+/// [`HeadBuffer`]: an idle connection holds none of its buffers (a response head and
+/// a few paths, some hundreds of bytes), and a busy one allocates nothing per request.
+struct ScratchSlot(Scratch);
+
+impl ScratchSlot {
+    /// Gives the scratch space back to the pool (its contents are not needed).
+    fn park(&mut self) {
+        let scratch = std::mem::take(&mut self.0);
+        let held = scratch.capacity();
+        if held > 0 && held <= MAX_POOLED_SCRATCH_BYTES {
+            SCRATCH.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOLED_SCRATCH {
+                    p.push(scratch);
+                }
+            });
+        }
+    }
+
+    /// Takes a pooled scratch space, if one is free, after [`park`](Self::park).
+    fn unpark(&mut self) {
+        if self.0.capacity() == 0 {
+            if let Some(pooled) = SCRATCH.with(|p| p.borrow_mut().pop()) {
+                self.0 = pooled;
+            }
+        }
+    }
+}
+
+impl Drop for ScratchSlot {
+    fn drop(&mut self) {
+        self.park();
+    }
+}
+
+impl std::ops::Deref for ScratchSlot {
+    type Target = Scratch;
+    fn deref(&self) -> &Scratch {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ScratchSlot {
+    fn deref_mut(&mut self) -> &mut Scratch {
+        &mut self.0
     }
 }
 
@@ -341,7 +404,7 @@ async fn serve_requests<T: Transport>(
     };
     let mut buf = HeadBuffer::new(INITIAL_READ_BUFFER.min(max_head));
     let mut filled = 0usize;
-    let mut scratch = Scratch::default();
+    let mut scratch = ScratchSlot(Scratch::default());
     let mut served: u32 = 0;
 
     loop {
@@ -351,6 +414,7 @@ async fn serve_requests<T: Transport>(
         if filled == 0 {
             // Idle between requests: no buffer while waiting for the next one.
             buf.park();
+            scratch.park();
             let wait = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -365,7 +429,10 @@ async fn serve_requests<T: Transport>(
                     return CloseReason::IdleTimeout;
                 }
                 Ok(Err(_)) => return CloseReason::IoError,
-                Ok(Ok(())) => buf.unpark(),
+                Ok(Ok(())) => {
+                    buf.unpark();
+                    scratch.unpark();
+                }
             }
         }
         let head = loop {

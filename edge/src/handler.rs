@@ -133,6 +133,17 @@ pub struct Scratch {
     key: String,
 }
 
+impl Scratch {
+    /// Bytes its buffers hold (their capacities).
+    pub fn capacity(&self) -> usize {
+        self.rel.capacity()
+            + self.cpath.capacity()
+            + self.resolved.capacity()
+            + self.head.capacity()
+            + self.key.capacity()
+    }
+}
+
 /// The body to send after the head.
 #[derive(Debug)]
 pub enum Body {

@@ -316,7 +316,7 @@ pub enum Handover {
 /// boundary and drain its decrypted plaintext (bounded by `drain_timeout`), extract
 /// the traffic secrets, install `TLS_TX` and `TLS_RX`.
 pub async fn hand_over(
-    mut tls: RustlsStream,
+    mut tls: Box<RustlsStream>,
     flush_timeout: Duration,
     drain_timeout: Duration,
 ) -> Handover {
@@ -328,10 +328,7 @@ pub async fn hand_over(
     }
     let fd = tls.get_ref().0.io.as_raw_fd();
     if let Err(error) = sys::set_tcp_ulp_tls(fd) {
-        return Handover::Declined {
-            tls: Box::new(tls),
-            error,
-        };
+        return Handover::Declined { tls, error };
     }
     // From here the socket has the ULP but no keys: it still passes bytes through
     // as plain TCP, which is what rustls needs to finish reading a partial record.
@@ -348,7 +345,7 @@ pub async fn hand_over(
             Err(_) => return Handover::PeerGone(CloseReason::HeaderTimeout),
         }
     }
-    let (cork, conn) = tls.into_inner();
+    let (cork, conn) = (*tls).into_inner();
     let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
     let secrets = match conn.dangerous_extract_secrets() {
         Ok(s) => s,

@@ -403,7 +403,9 @@ pub type RustlsStream = tokio_rustls::server::TlsStream<ktls::CorkStream<TcpStre
 /// body's first chunk, so a small response (a playlist, an init segment) leaves in
 /// one TLS record instead of two.
 pub struct RustlsTransport {
-    stream: RustlsStream,
+    /// Boxed: the session is the largest part of a connection's state, and boxed it
+    /// moves from the handshake to here without a copy in every future on the way.
+    stream: Box<RustlsStream>,
     pool: Arc<BufferPool>,
     pace: Pace,
     /// A pooled body buffer whose first `.1` bytes are a head written with `more`,
@@ -413,7 +415,7 @@ pub struct RustlsTransport {
 
 impl RustlsTransport {
     /// Wraps a completed rustls stream.
-    pub fn new(stream: RustlsStream, pool: Arc<BufferPool>, limits: &Limits) -> Self {
+    pub fn new(stream: Box<RustlsStream>, pool: Arc<BufferPool>, limits: &Limits) -> Self {
         Self {
             stream,
             pool,

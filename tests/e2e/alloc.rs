@@ -7,6 +7,11 @@
 //! per-connection buffers only). The userspace-TLS path allocates inside rustls (its
 //! buffered API queues each encrypted record in a fresh Vec); that count is printed
 //! and bounded so a regression shows up.
+//!
+//! The same counter gives the heap an idle keep-alive connection holds (bytes
+//! allocated and not freed on the server's thread while connections open, make one
+//! request and go idle): exact where RSS per connection (bench/idle-memory-bench.sh)
+//! is noisy, and bounded here so that a regression shows up.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,8 +27,8 @@ struct Server {
     state: std::path::PathBuf,
     /// Each message toggles counting on the server thread (start, stop, start, ...).
     toggle: UnboundedSender<()>,
-    /// Allocations counted between a start and a stop.
-    counts: std::sync::mpsc::Receiver<u64>,
+    /// What was counted between a start and a stop.
+    counts: std::sync::mpsc::Receiver<allocation_counter::AllocationInfo>,
     _dir: TempDir,
 }
 
@@ -33,6 +38,7 @@ fn start_server() -> Server {
     let root = dir.path().join("www");
     std::fs::create_dir_all(root.join("v")).unwrap();
     std::fs::write(root.join("v/seg_00001.m4s"), vec![5u8; 256 * 1024]).unwrap();
+    std::fs::write(root.join("small.bin"), vec![7u8; 1024]).unwrap();
     let state = dir.path().join("state");
     let toml = format!(
         "[server]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[content]\nroot = \"{}\"\n[tls]\nktls = \"off\"\n",
@@ -61,7 +67,7 @@ fn start_server() -> Server {
             let info = allocation_counter::measure(|| {
                 rt.block_on(toggles.recv());
             });
-            count_tx.send(info.count_total).unwrap();
+            count_tx.send(info).unwrap();
         }
         shutdown.cancel();
         rt.block_on(running.wait());
@@ -118,7 +124,7 @@ fn measure<S: Read + Write>(server: &Server, s: &mut S) -> f64 {
             server.toggle.send(()).unwrap();
             requests(s, 500, &mut buf);
             server.toggle.send(()).unwrap();
-            server.counts.recv().unwrap()
+            server.counts.recv().unwrap().count_total
         })
         .min()
         .unwrap() as f64
@@ -153,3 +159,89 @@ fn request_path_allocations() {
         "userspace TLS allocations grew: {tls_per_request}"
     );
 }
+
+const SMALL: &[u8] = b"GET /small.bin HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/// Sends one `GET /small.bin` on `s` and reads its whole response (1 KiB body).
+fn small_request<S: Read + Write>(s: &mut S) {
+    s.write_all(SMALL).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut got = 0usize;
+    loop {
+        let n = s.read(&mut buf[got..]).unwrap();
+        assert!(n > 0, "connection closed");
+        got += n;
+        if let Some(h) = buf[..got].windows(4).position(|w| w == b"\r\n\r\n") {
+            if got >= h + 4 + 1024 {
+                break;
+            }
+        }
+    }
+}
+
+/// Heap bytes on the server's thread per idle keep-alive connection: `n`
+/// connections from `open` each make one small request, then stay open while
+/// the server settles; what the server allocated in that time and still holds,
+/// per connection.
+fn idle_heap<S: Read + Write>(server: &Server, n: usize, open: impl Fn() -> S) -> i64 {
+    // Warm the per-thread pools (read buffers, scratch, body buffers) first.
+    for _ in 0..8 {
+        small_request(&mut open());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    server.toggle.send(()).unwrap();
+    let held: Vec<S> = (0..n)
+        .map(|_| {
+            let mut s = open();
+            small_request(&mut s);
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.toggle.send(()).unwrap();
+    let info = server.counts.recv().unwrap();
+    drop(held);
+    info.bytes_current / n as i64
+}
+
+/// Bounds on an idle keep-alive connection's heap. What it is made of (a heaptrack
+/// breakdown is in BENCHMARKS.md): the connection's task and socket registration
+/// (about 0.8 KB), the request loop's future (about 1.7 KB); on userspace TLS also
+/// `serve_tls`' future (about 0.5 KB) and rustls' session: the session itself
+/// (1.2 KB), its record keys (1.1 KB), its 4 KiB receive buffer and smaller parts.
+#[test]
+fn idle_connection_heap() {
+    let server = start_server();
+    let plain = idle_heap(&server, 200, || TcpStream::connect(server.http).unwrap());
+    let config = Arc::new(client_config(
+        &server.state.join("cert.pem"),
+        Some(&rustls::version::TLS13),
+    ));
+    let tls = idle_heap(&server, 200, || {
+        let conn = rustls::ClientConnection::new(
+            config.clone(),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        rustls::StreamOwned::new(conn, TcpStream::connect(server.tls).unwrap())
+    });
+    println!("heap per idle keep-alive connection (server thread): plain HTTP {plain} bytes, userspace TLS 1.3 {tls} bytes");
+    assert!(
+        plain > 0 && tls > plain,
+        "nothing measured: plain {plain}, TLS {tls}"
+    );
+    assert!(
+        plain <= PLAIN_IDLE_HEAP_MAX,
+        "an idle plain connection holds {plain} bytes"
+    );
+    assert!(
+        tls <= TLS_IDLE_HEAP_MAX,
+        "an idle TLS connection holds {tls} bytes"
+    );
+}
+/// Measured (debug build, 2026-12-07): 2,456 bytes, from 3,075 before the scratch
+/// space was pooled between requests.
+const PLAIN_IDLE_HEAP_MAX: i64 = 2700;
+/// Measured (debug build, TLS 1.3, 2026-12-07): 10,536 bytes, from 12,236 before the
+/// session was boxed out of `serve_tls`' future and the scratch space pooled.
+const TLS_IDLE_HEAP_MAX: i64 = 11 * 1024;
