@@ -204,6 +204,12 @@ ktls = "$4"
 $EDGE_CIPHER_LINE
 ${5:-}
 EOF
+    if [ "$IDLE" -gt 0 ]; then
+        # --idle: room for every idle connection (the default max_connections scales
+        # with the guest's small memory), kept open as long as the run needs
+        printf '[limits]\nmax_connections = %d\nidle_timeout_secs = 3600\n' \
+            $((IDLE + 1024)) >> "$d/edge.toml"
+    fi
     cp "$EDGE_BIN" "$B/edge"      # run it from tmpfs, not from 9p
     "$B/edge" serve --config "$d/edge.toml" </dev/null >"$d/stdout" 2>"$d/stderr" &
     EDGE_PID=$!
