@@ -221,6 +221,14 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
+        // process_resident_memory_bytes, process_open_fds, process_max_fds,
+        // process_cpu_seconds_total, ...: with edge_connections_open they give memory per
+        // connection and descriptor headroom without a shell on the box.
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         let counter_vec = |name: &str, help: &str, label: &str| {
             let v = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
             registry
@@ -465,6 +473,18 @@ mod tests {
         );
         assert!(text.contains("edge_responses_total{path=\"none\",status_class=\"4xx\"} 1"));
         assert!(text.contains("edge_body_bytes_total{path=\"sendfile_ktls\"} 1000"));
+        // the process collector: memory and descriptors, read from /proc
+        for family in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+        ] {
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(family)?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {family} in {text}"));
+            assert!(value > 0.0, "{family} = {value}");
+        }
         assert!(text.contains("edge_connection_closes_total{reason=\"header_timeout\"} 1"));
     }
 }
