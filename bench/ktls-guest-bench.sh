@@ -20,7 +20,8 @@
 # connections (idle-conns from target/release or target/debug: one GET of a 1 KiB
 # file each, then idle) and the server's RSS (VmRSS of its processes, nginx's workers)
 # before and after: bytes per idle connection, and how many of them kTLS carries
-# (TlsTxSw delta). E.g. `bench/ktls-guest-bench.sh --idle 1000 --servers
+# (TlsTxSw delta); for edge also the growth of edge_heap_in_use_bytes (its allocator's
+# live bytes, from /metrics) per connection. E.g. `bench/ktls-guest-bench.sh --idle 1000 --servers
 # nginx-ktls,edge-ktls,nginx-user,edge-user`.
 # --tls13-cipher NAME (OpenSSL name, e.g. TLS_CHACHA20_POLY1305_SHA256) makes every
 # server offer only that TLS 1.3 suite (nginx: ssl_conf_command Ciphersuites; edge:
@@ -343,25 +344,40 @@ rss_kib() {   # PID...: the sum of their VmRSS
     echo "$t"
 }
 
-# --idle: RSS per idle keep-alive TLS connection
+# edge's edge_heap_in_use_bytes (its allocator's live bytes), or -1 for nginx, an edge
+# without the admin plane, or one without the gauge
+edge_heap_in_use() {
+    local v=""
+    if [ -n "$EDGE_PID" ] && [ -n "$EDGE_ADMIN" ] && [ "$EDGE_ADMIN" != off ] &&
+        [ -s "$EDGE_DIR/state/admin.token" ]; then
+        v=$(curl -s --max-time 10 -H "Authorization: Bearer $(cat "$EDGE_DIR/state/admin.token")" \
+            "http://$EDGE_ADMIN/metrics" | awk '$1 == "edge_heap_in_use_bytes" { print $2 }')
+    fi
+    echo "${v:--1}"
+}
+
+# --idle: RSS per idle keep-alive TLS connection (and, for edge, live heap per connection)
 measure_idle() {
-    local s=$1 before after k0 k1 line
+    local s=$1 before after k0 k1 line h0 h1
     read -r -a pids <<< "$SRV_PIDS"
     [ -f "$WWW/small.bin" ] || head -c 1024 /dev/urandom > "$WWW/small.bin"
     curl -sk -o /dev/null "$SRV_URL/small.bin"
     sleep 1
+    h0=$(edge_heap_in_use)
     before=$(rss_kib "${pids[@]}"); k0=$(tls_stat TlsTxSw)
     coproc IC { "$GUEST_IDLE_BIN" --insecure --addr "${SRV_URL#https://}" --conns "$IDLE" \
         --path /small.bin --concurrency 32 --timeout 60 2>"$B/idle-$s.err"; }
     read -r line <&"${IC[0]}" || line="idle-conns failed: $(tail -n 3 "$B/idle-$s.err")"
     sleep 2
     after=$(rss_kib "${pids[@]}"); k1=$(tls_stat TlsTxSw)
+    h1=$(edge_heap_in_use)
     eval "exec ${IC[1]}>&-"
     wait "$IC_PID" 2>/dev/null || true
-    echo "$s $line" | awk -v b="$before" -v a="$after" -v k=$((k1 - k0)) '{
+    echo "$s $line" | awk -v b="$before" -v a="$after" -v k=$((k1 - k0)) -v h0="$h0" -v h1="$h1" '{
         open = 0; for (i = 2; i <= NF; i++) if ($i ~ /^open=/) { sub("open=", "", $i); open = $i }
-        printf "  IDLE %-11s %s | rss %d -> %d KiB | %d bytes per idle connection | ktls_tx +%d\n",
-            $1, substr($0, length($1) + 2), b, a, (open > 0 ? (a - b) * 1024 / open : 0), k }'
+        heap = (h0 >= 0 && h1 >= 0 && open > 0) ? sprintf(" | heap in use %d bytes per idle connection", (h1 - h0) / open) : ""
+        printf "  IDLE %-11s %s | rss %d -> %d KiB | %d bytes per idle connection%s | ktls_tx +%d\n",
+            $1, substr($0, length($1) + 2), b, a, (open > 0 ? (a - b) * 1024 / open : 0), heap, k }'
 }
 
 # ------------------------------------------------------------------ run

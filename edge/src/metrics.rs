@@ -325,6 +325,9 @@ impl Metrics {
         registry
             .register(Box::new(KernelTlsStat::new()))
             .expect("unique metric");
+        registry
+            .register(Box::new(HeapTotals::new()))
+            .expect("unique metric");
         let reloads = counter_vec(
             "edge_config_reloads_total",
             "SIGHUP reloads, by result: applied, refused (a restart-only key changed) or \
@@ -451,6 +454,53 @@ impl Collector for KernelTlsStat {
     }
 }
 
+/// The allocator's view of the heap, read at each scrape: `edge_heap_in_use_bytes`
+/// (what edge has allocated and not freed) and `edge_heap_free_bytes` (what the
+/// allocator holds free: fragmentation, or memory not yet returned). Beside
+/// `process_resident_memory_bytes` they tell live data from allocator overhead.
+struct HeapTotals {
+    in_use: IntGauge,
+    free: IntGauge,
+}
+
+impl HeapTotals {
+    fn new() -> Self {
+        Self {
+            in_use: IntGauge::new(
+                "edge_heap_in_use_bytes",
+                "Bytes edge has allocated from the C allocator and not freed (glibc mallinfo2).",
+            )
+            .expect("valid metric"),
+            free: IntGauge::new(
+                "edge_heap_free_bytes",
+                "Bytes the C allocator holds free in its arenas (glibc mallinfo2).",
+            )
+            .expect("valid metric"),
+        }
+    }
+}
+
+impl Collector for HeapTotals {
+    fn desc(&self) -> Vec<&Desc> {
+        self.in_use
+            .desc()
+            .into_iter()
+            .chain(self.free.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some((in_use, free)) = crate::sys::heap_totals() else {
+            return Vec::new();
+        };
+        self.in_use.set(i64::try_from(in_use).unwrap_or(i64::MAX));
+        self.free.set(i64::try_from(free).unwrap_or(i64::MAX));
+        let mut families = self.in_use.collect();
+        families.extend(self.free.collect());
+        families
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +528,7 @@ mod tests {
             "process_resident_memory_bytes",
             "process_open_fds",
             "process_max_fds",
+            "edge_heap_in_use_bytes",
         ] {
             let value = text
                 .lines()

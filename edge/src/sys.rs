@@ -4,7 +4,7 @@
 //! `recvmsg(2)` on a kTLS socket (record types arrive as control messages), the kTLS
 //! `close_notify` alert, the `TCP_ULP`/`SOL_TLS` socket options of the probe and the
 //! hand-over, and `openat2(2)` + `fcntl(2)` for opening request paths beneath the
-//! content root without blocking. Every function here is a single syscall with its result mapped to
+//! content root without blocking, and glibc's `mallinfo2(3)` for the heap gauges. Every function here is a single syscall with its result mapped to
 //! `io::Result`; readiness, retries and timeouts are the caller's business (the
 //! sockets are non-blocking and registered with tokio). Every `unsafe` block carries a
 //! `SAFETY:` comment.
@@ -180,6 +180,25 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
         }
     }
     Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// The C allocator's totals, from glibc's `mallinfo2(3)`: `(in_use, free)`, the bytes
+/// handed out (in the arenas and in chunks mapped on their own) and the bytes its
+/// arenas hold free (fragmentation and the top of each heap). `None` on a libc that
+/// has no `mallinfo2`. It walks every arena's free lists under their locks: for a
+/// scrape, not for a request path.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn heap_totals() -> Option<(u64, u64)> {
+    // SAFETY: mallinfo2 takes no arguments and returns a struct by value; glibc locks
+    // each arena while it reads it, so it is safe to call from any thread.
+    let info = unsafe { libc::mallinfo2() };
+    Some(((info.uordblks + info.hblkhd) as u64, info.fordblks as u64))
+}
+
+/// See the glibc version: other libcs report nothing.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap_totals() -> Option<(u64, u64)> {
+    None
 }
 
 /// Sets `TCP_ULP "tls"` on a connected TCP socket. Fails with `ENOENT` when the
