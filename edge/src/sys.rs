@@ -70,6 +70,26 @@ pub enum KtlsRecv {
     },
 }
 
+/// Whether a non-blocking read of `sock_fd` would find something, without consuming
+/// it: one `recv(2)` of a byte with `MSG_PEEK | MSG_DONTWAIT`. `Ok(0)` is the peer's
+/// end; `WouldBlock` means nothing yet. On a kTLS socket whose next record is not
+/// application data the kernel answers `EIO` (there is no room for its type): that is
+/// something to read too, and the caller's read reports it.
+pub fn peek(sock_fd: RawFd) -> io::Result<usize> {
+    let mut byte = 0u8;
+    // SAFETY: `byte` is a live one-byte buffer the kernel may write into; with MSG_PEEK
+    // nothing is taken off the socket.
+    let ret = unsafe {
+        libc::recv(
+            sock_fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    cvt(ret)
+}
+
 /// One `recvmsg(2)` on a socket with kTLS receive enabled. Non-application records
 /// are reported as [`KtlsRecv::Control`] instead of failing with `EIO`.
 pub fn ktls_recv(sock_fd: RawFd, buf: &mut [u8]) -> io::Result<KtlsRecv> {
