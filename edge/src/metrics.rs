@@ -523,7 +523,7 @@ mod tests {
         );
         assert!(text.contains("edge_responses_total{path=\"none\",status_class=\"4xx\"} 1"));
         assert!(text.contains("edge_body_bytes_total{path=\"sendfile_ktls\"} 1000"));
-        // the process collector: memory and descriptors, read from /proc
+        // the process collector (memory and descriptors, from /proc) and the heap gauge
         for family in [
             "process_resident_memory_bytes",
             "process_open_fds",

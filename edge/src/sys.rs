@@ -4,10 +4,11 @@
 //! `recvmsg(2)` on a kTLS socket (record types arrive as control messages), the kTLS
 //! `close_notify` alert, the `TCP_ULP`/`SOL_TLS` socket options of the probe and the
 //! hand-over, and `openat2(2)` + `fcntl(2)` for opening request paths beneath the
-//! content root without blocking, and glibc's `mallinfo2(3)` for the heap gauges. Every function here is a single syscall with its result mapped to
-//! `io::Result`; readiness, retries and timeouts are the caller's business (the
-//! sockets are non-blocking and registered with tokio). Every `unsafe` block carries a
-//! `SAFETY:` comment.
+//! content root without blocking, and glibc's `mallinfo2(3)` for the heap gauges.
+//! Every function here is a single syscall (or, for `mallinfo2`, a single libc call)
+//! with its result mapped to `io::Result` or `Option`; readiness, retries and timeouts
+//! are the caller's business (the sockets are non-blocking and registered with tokio).
+//! Every `unsafe` block carries a `SAFETY:` comment.
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
