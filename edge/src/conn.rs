@@ -7,7 +7,7 @@
 //! is allocated per request.
 //!
 //! Memory of an idle keep-alive connection: between requests the read buffer and the
-//! [`Scratch`] go back to per-thread pools ([`HeadBuffer::park`], [`ScratchSlot::park`])
+//! [`Scratch`] go back to per-thread pools ([`ReadBuffer::park`], [`ScratchSlot::park`])
 //! and the loop waits for readability without them; the handshake and request-loop
 //! futures are boxed by the caller, so a connection's task is not sized for states it
 //! is not in, and a userspace-TLS session lives in one allocation of its own. What
@@ -28,86 +28,13 @@ use crate::handler::{self, Body, Scratch, Site};
 use crate::http::request::{self, HeadLimits, Method};
 use crate::http::HttpError;
 use crate::metrics::{CloseReason, Metrics};
-use crate::transport::{KtlsTransport, Transport};
+use crate::transport::{KtlsTransport, ReadBuffer, Transport};
 
 /// Largest request body we read and discard (GET with a body is legal but useless);
 /// larger gets 413 and a close.
 const MAX_DISCARDED_BODY: u64 = 64 * 1024;
 /// Initial read buffer size; it doubles up to `limits.max_head_bytes`.
 const INITIAL_READ_BUFFER: usize = 2048;
-
-/// Read buffers kept for reuse on a worker thread.
-const POOLED_HEAD_BUFFERS: usize = 64;
-
-thread_local! {
-    static HEAD_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A connection's read buffer, taken from a per-thread pool and returned to it when
-/// the connection goes idle or ends, so idle connections hold none and busy ones
-/// allocate nothing per request. A buffer grown past its initial size is freed
-/// rather than pooled.
-struct HeadBuffer {
-    buf: Vec<u8>,
-    initial: usize,
-}
-
-impl HeadBuffer {
-    /// A parked buffer: [`unpark`](Self::unpark) before use.
-    fn new(initial: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            initial,
-        }
-    }
-
-    /// Gives the buffer back to the pool (its contents are not needed).
-    fn park(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if buf.len() == self.initial {
-            HEAD_BUFFERS.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.len() < POOLED_HEAD_BUFFERS {
-                    p.push(buf);
-                }
-            });
-        }
-    }
-
-    /// Takes a buffer (pooled if one is free) after [`park`](Self::park).
-    fn unpark(&mut self) {
-        if !self.buf.is_empty() {
-            return;
-        }
-        let initial = self.initial;
-        self.buf = HEAD_BUFFERS
-            .with(|p| {
-                let mut p = p.borrow_mut();
-                let at = p.iter().rposition(|b| b.len() == initial)?;
-                Some(p.swap_remove(at))
-            })
-            .unwrap_or_else(|| vec![0u8; initial]);
-    }
-}
-
-impl Drop for HeadBuffer {
-    fn drop(&mut self) {
-        self.park();
-    }
-}
-
-impl std::ops::Deref for HeadBuffer {
-    type Target = Vec<u8>;
-    fn deref(&self) -> &Vec<u8> {
-        &self.buf
-    }
-}
-
-impl std::ops::DerefMut for HeadBuffer {
-    fn deref_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-}
 
 /// [`Scratch`] spaces kept for reuse on a worker thread.
 const POOLED_SCRATCH: usize = 64;
@@ -121,7 +48,7 @@ thread_local! {
 
 /// A connection's [`Scratch`], taken from a per-thread pool while a request is being
 /// answered and given back when the connection goes idle or ends, like
-/// [`HeadBuffer`]: an idle connection holds none of its buffers (a response head and
+/// [`ReadBuffer`]: an idle connection holds none of its buffers (a response head and
 /// a few paths, some hundreds of bytes), and a busy one allocates nothing per request.
 struct ScratchSlot(Scratch);
 
@@ -402,7 +329,7 @@ async fn serve_requests<T: Transport>(
         max_head_bytes: max_head,
         max_target_bytes: limits.max_request_target_bytes.get(),
     };
-    let mut buf = HeadBuffer::new(INITIAL_READ_BUFFER.min(max_head));
+    let mut buf = ReadBuffer::new(INITIAL_READ_BUFFER.min(max_head));
     let mut filled = 0usize;
     let mut scratch = ScratchSlot(Scratch::default());
     let mut served: u32 = 0;

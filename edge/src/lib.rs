@@ -21,5 +21,6 @@ pub mod streams;
 pub mod sys;
 pub mod tickets;
 pub mod tls;
+pub mod tls_session;
 pub mod transport;
 pub mod upstream;

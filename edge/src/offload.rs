@@ -6,8 +6,7 @@
 //! `TLS_TX` and `TLS_RX` on a loopback socket pair. A connection is offered to the
 //! kernel only if its negotiated suite passed.
 //!
-//! The hand-over ([`hand_over`]) is ours, not the `ktls` crate's (we keep only its
-//! `CorkStream`, which stops rustls at a record boundary), for two reasons:
+//! The hand-over ([`hand_over`]) is ours, not the `ktls` crate's, for two reasons:
 //! - `TCP_ULP` is set *before* anything of rustls is consumed, so a kernel refusal
 //!   (it refuses once the peer's FIN has arrived) leaves a whole rustls stream that
 //!   is then served in userspace;
@@ -20,11 +19,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use rustls::{CipherSuite, ConnectionTrafficSecrets, ProtocolVersion, SupportedCipherSuite};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::metrics::{CloseReason, KtlsSetupFailure};
 use crate::sys::{self, KtlsDirection};
-use crate::transport::RustlsStream;
+use crate::tls_session::TlsSession;
 
 /// Ciphers the kernel can take, as AEAD families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,15 +283,15 @@ pub enum Handover {
     Offloaded {
         /// The socket, with kTLS TX and RX installed.
         stream: tokio::net::TcpStream,
-        /// Plaintext read by rustls before the hand-over.
+        /// Plaintext decrypted before the hand-over.
         drained: Option<Vec<u8>>,
     },
     /// The kernel refused the TLS ULP before anything was consumed: serve `tls` with
     /// rustls. Seen when the peer had already half-closed (the kernel accepts the ULP
     /// on established sockets only).
     Declined {
-        /// The untouched rustls stream.
-        tls: Box<RustlsStream>,
+        /// The untouched session.
+        tls: Box<TlsSession>,
         /// The kernel's answer.
         error: io::Error,
     },
@@ -309,46 +307,33 @@ pub enum Handover {
     },
 }
 
-/// Hands an established rustls connection whose suite passed the probe to the kernel.
+/// Hands an established session whose suite passed the probe to the kernel.
 ///
-/// Order: flush what rustls holds (TLS 1.3 session tickets), set `TCP_ULP` (a refusal
-/// gives [`Handover::Declined`] with the stream intact), cork rustls at the next record
-/// boundary and drain its decrypted plaintext (bounded by `drain_timeout`), extract
-/// the traffic secrets, install `TLS_TX` and `TLS_RX`.
-pub async fn hand_over(
-    mut tls: Box<RustlsStream>,
-    flush_timeout: Duration,
-    drain_timeout: Duration,
-) -> Handover {
+/// Order: set `TCP_ULP` (a refusal gives [`Handover::Declined`] with the session
+/// intact), read up to the next record boundary and decrypt what was received
+/// (bounded by `drain_timeout`), extract the traffic secrets, install `TLS_TX` and
+/// `TLS_RX`. The handshake has already sent all rustls had to send (TLS 1.3 session
+/// tickets included).
+pub async fn hand_over(mut tls: Box<TlsSession>, drain_timeout: Duration) -> Handover {
     let lost = |failure, error: String| Handover::Lost { failure, error };
-    match tokio::time::timeout(flush_timeout, tls.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return Handover::PeerGone(CloseReason::IoError),
-        Err(_) => return Handover::PeerGone(CloseReason::SendTimeout),
-    }
-    let fd = tls.get_ref().0.io.as_raw_fd();
+    let fd = tls.fd();
     if let Err(error) = sys::set_tcp_ulp_tls(fd) {
         return Handover::Declined { tls, error };
     }
     // From here the socket has the ULP but no keys: it still passes bytes through
     // as plain TCP, which is what rustls needs to finish reading a partial record.
-    tls.get_mut().0.corked = true;
-    let mut drained = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(drain_timeout, tls.read(&mut chunk)).await {
-            // The cork answers 0 at a record boundary (or the peer ended).
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => drained.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Ok(Err(_)) => return Handover::PeerGone(CloseReason::IoError),
-            Err(_) => return Handover::PeerGone(CloseReason::HeaderTimeout),
-        }
-    }
-    let (cork, conn) = (*tls).into_inner();
+    let drained = match tokio::time::timeout(drain_timeout, tls.drain_for_kernel()).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(_)) => return Handover::PeerGone(CloseReason::IoError),
+        Err(_) => return Handover::PeerGone(CloseReason::HeaderTimeout),
+    };
+    let (stream, conn) = (*tls).into_parts();
     let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
-    let secrets = match conn.dangerous_extract_secrets() {
-        Ok(s) => s,
+    // The kernel connection (rustls' key schedule for later key updates) is not kept:
+    // a peer's KeyUpdate reaches the request loop as a control record and ends the
+    // connection.
+    let secrets = match conn.dangerous_into_kernel_connection() {
+        Ok((secrets, _kernel)) => secrets,
         Err(e) => return lost(KtlsSetupFailure::Setup, format!("secrets: {e}")),
     };
     let (tx_seq, tx) = secrets.tx;
@@ -359,7 +344,7 @@ pub async fn hand_over(
         return lost(KtlsSetupFailure::Setup, format!("crypto info: {e}"));
     }
     Handover::Offloaded {
-        stream: cork.io,
+        stream,
         drained: (!drained.is_empty()).then_some(drained),
     }
 }

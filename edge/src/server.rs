@@ -31,7 +31,8 @@ use crate::metrics::{CloseReason, KtlsSetupFailure, Metrics};
 use crate::offload::{self, Handover, KtlsSupport};
 use crate::streams::Catalog;
 use crate::tls::{self, TlsError};
-use crate::transport::{BufferPool, KtlsTransport, PlainTransport, RustlsStream, RustlsTransport};
+use crate::tls_session;
+use crate::transport::{BufferPool, KtlsTransport, PlainTransport, RustlsTransport};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -758,40 +759,6 @@ impl Drop for HandshakeGuard<'_> {
     }
 }
 
-/// A fatal `no_application_protocol` alert in a plaintext record (RFC 7301 3.2): what
-/// a client that offers ALPN but not `http/1.1` gets before any ServerHello.
-const NO_APPLICATION_PROTOCOL_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 120];
-
-/// The TLS handshake. The ClientHello is read first so that a client offering only
-/// ALPN protocols we do not speak gets a `no_application_protocol` alert (rustls
-/// would queue it inside an unfinished TLS 1.3 flight, and the client would see a
-/// bare close).
-async fn handshake(
-    io: ktls::CorkStream<TcpStream>,
-    config: Arc<rustls::ServerConfig>,
-) -> std::io::Result<Box<RustlsStream>> {
-    use tokio::io::AsyncWriteExt as _;
-    let start =
-        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
-    let speaks_ours = start
-        .client_hello()
-        .alpn()
-        .map(|mut offered| offered.any(|p| config.alpn_protocols.iter().any(|o| o == p)));
-    if speaks_ours == Some(false) {
-        let mut io = start.io;
-        let _ = io.write_all(&NO_APPLICATION_PROTOCOL_ALERT).await;
-        let _ = io.shutdown().await;
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "no application protocol in common (ALPN)",
-        ));
-    }
-    // Boxed here, once per connection: the session (about 1.2 KB) then lives in one
-    // allocation that moves from the handshake to the request loop by pointer, instead
-    // of inline in the connection's futures, each sized for every state it may hold.
-    start.into_stream(config).await.map(Box::new)
-}
-
 /// Handshake, the offload decision, then the request loop. `None` when the
 /// connection never got to HTTP (failed handshake or hand-over).
 async fn serve_tls(
@@ -827,10 +794,7 @@ async fn serve_tls(
     // Boxed, like the request loops below: a connection's task is as large as its
     // largest state, and an idle keep-alive connection should not carry room for a
     // handshake it finished long ago (see the memory notes in `conn`).
-    let accept = Box::pin(handshake(
-        ktls::CorkStream::new(stream),
-        ctx.tls_config.load_full(),
-    ));
+    let accept = Box::pin(tls_session::handshake(stream, ctx.tls_config.load_full()));
     let tls = match tokio::time::timeout_at(deadline, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -853,7 +817,7 @@ async fn serve_tls(
         }
     };
     drop(handshaking);
-    let (_, session) = tls.get_ref();
+    let session = tls.negotiated();
     let resumed = session.handshake_kind() == Some(HandshakeKind::Resumed);
     if resumed {
         metrics.handshakes_resumed.inc();
@@ -873,7 +837,7 @@ async fn serve_tls(
                     .map_or(0, |g| u16::from(g.name())),
                 resumed,
                 micros: began.elapsed().as_micros() as u64,
-                sni: u8::from(session.server_name().is_some()),
+                sni: u8::from(tls.sni()),
                 alpn_http11: session.alpn_protocol() == Some(b"http/1.1"),
             },
         );
@@ -886,13 +850,7 @@ async fn serve_tls(
         metrics.ktls_setup_failed(KtlsSetupFailure::UnsupportedCipher);
     }
     let tls = if offload {
-        match Box::pin(offload::hand_over(
-            tls,
-            limits.send_timeout,
-            limits.header_read_timeout,
-        ))
-        .await
-        {
+        match Box::pin(offload::hand_over(tls, limits.header_read_timeout)).await {
             Handover::Offloaded { stream, drained } => {
                 metrics.tls_ktls.inc();
                 let mut t = KtlsTransport::new(stream, drained, limits, ctx.ktls_max_bytes);
@@ -955,7 +913,7 @@ mod tests {
     /// 2,840 bytes in a release build, against 520 since).
     #[test]
     fn a_tls_connections_future_does_not_hold_its_session_inline() {
-        let session = std::mem::size_of::<RustlsStream>();
+        let session = std::mem::size_of::<tls_session::TlsSession>();
         let task = future_size(serve_tls_future as fn(_, _, _, _) -> _);
         println!("serve_tls future {task} bytes, rustls session {session} bytes");
         assert!(

@@ -19,6 +19,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::config::Limits;
 use crate::sys;
+use crate::tls_session::{self, TlsSession};
 
 /// The send deadlines of one response (`limits.send_timeout_secs`,
 /// `limits.min_send_rate_bytes_per_sec`):
@@ -351,20 +352,7 @@ impl Transport for KtlsTransport {
         if self.drained.is_some() || self.control.is_some() {
             return Ok(());
         }
-        let fd = self.stream.as_raw_fd();
-        loop {
-            self.stream.readable().await?;
-            // Readiness can be stale: reads go through `try_io`, which clears it only
-            // when a read would block, so after a request was read whole the socket
-            // still looks readable, and the idle connection would wait inside `read`,
-            // holding its buffers (2.6 KB each, measured in the guest). A peek takes
-            // nothing and clears stale readiness.
-            match self.stream.try_io(Interest::READABLE, || sys::peek(fd)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                _ => return Ok(()),
-            }
-        }
+        wait_readable(&self.stream).await
     }
     async fn write_head(&mut self, head: &[u8], more: bool) -> io::Result<()> {
         self.pace.begin();
@@ -405,20 +393,17 @@ impl Transport for KtlsTransport {
     }
 }
 
-/// The userspace-TLS stream type (the cork wrapper lets a connection be handed to
-/// kTLS after the handshake; uncorked it passes bytes through).
-pub type RustlsStream = tokio_rustls::server::TlsStream<ktls::CorkStream<TcpStream>>;
-
-/// TLS in userspace with rustls. A body buffer is taken from the pool for one
-/// response and returned after it, so idle keep-alive connections hold none.
+/// TLS in userspace with rustls' unbuffered API ([`TlsSession`]). Two buffers are
+/// taken from the pool for one response (plaintext read from the file, records
+/// encrypted from it) and returned after it, so idle keep-alive connections hold none.
 ///
 /// A head followed by a file body is held back and sent in the same write as the
 /// body's first chunk, so a small response (a playlist, an init segment) leaves in
 /// one TLS record instead of two.
 pub struct RustlsTransport {
-    /// Boxed: the session is the largest part of a connection's state, and boxed it
-    /// moves from the handshake to here without a copy in every future on the way.
-    stream: Box<RustlsStream>,
+    /// Boxed by the handshake: the session is the largest part of a connection's
+    /// state, and boxed it moves here without a copy in every future on the way.
+    session: Box<TlsSession>,
     pool: Arc<BufferPool>,
     pace: Pace,
     /// A pooled body buffer whose first `.1` bytes are a head written with `more`,
@@ -427,47 +412,47 @@ pub struct RustlsTransport {
 }
 
 impl RustlsTransport {
-    /// Wraps a completed rustls stream.
-    pub fn new(stream: Box<RustlsStream>, pool: Arc<BufferPool>, limits: &Limits) -> Self {
+    /// Wraps an established session.
+    pub fn new(session: Box<TlsSession>, pool: Arc<BufferPool>, limits: &Limits) -> Self {
         Self {
-            stream,
+            session,
             pool,
             pace: Pace::new(limits),
             held: None,
         }
     }
 
-    async fn write_timed(&mut self, data: &[u8]) -> io::Result<()> {
-        timeout_at(self.pace.deadline(), self.stream.write_all(data))
+    /// Encrypts and sends `data` within the response's pace, through `cipher`.
+    async fn write_timed(&mut self, data: &[u8], cipher: &mut [u8]) -> io::Result<()> {
+        timeout_at(self.pace.deadline(), self.session.write_all(data, cipher))
             .await
             .map_err(|_| timed_out())??;
         self.pace.sent(data.len() as u64);
         Ok(())
     }
 
-    async fn flush_timed(&mut self) -> io::Result<()> {
-        timeout_at(self.pace.deadline(), self.stream.flush())
-            .await
-            .map_err(|_| timed_out())?
+    /// Sends the held head (if any), then `body`, through one pooled ciphertext buffer.
+    async fn send_with_held(&mut self, body: &[u8]) -> io::Result<()> {
+        let mut cipher = self.pool.get();
+        let mut result = Ok(());
+        if let Some((held, used)) = self.held.take() {
+            result = self.write_timed(&held[..used], &mut cipher).await;
+            self.pool.put(held);
+        }
+        if result.is_ok() && !body.is_empty() {
+            result = self.write_timed(body, &mut cipher).await;
+        }
+        self.pool.put(cipher);
+        result
     }
 }
 
 impl Transport for RustlsTransport {
     async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.stream.read(buf).await {
-            // A peer that closes TCP without close_notify is still "done" to us.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-            r => r,
-        }
+        self.session.read(buf).await
     }
     async fn readable(&mut self) -> io::Result<()> {
-        // Plaintext rustls already decrypted (a pipelined request, or the peer's
-        // close_notify) is readable now; otherwise wait for the socket.
-        let (tcp, session) = self.stream.get_ref();
-        if !session.wants_read() {
-            return Ok(());
-        }
-        tcp.io.readable().await
+        self.session.readable().await
     }
     async fn write_head(&mut self, head: &[u8], more: bool) -> io::Result<()> {
         self.pace.begin();
@@ -480,53 +465,141 @@ impl Transport for RustlsTransport {
             }
             // A head too large to share a buffer goes alone; the body follows.
             self.pool.put(buf);
-            return self.write_timed(head).await;
         }
-        self.write_timed(head).await?;
-        self.flush_timed().await
+        self.send_with_held(head).await
     }
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
         // The first chunk carries the held head in front of the body.
-        let (mut buf, mut used) = self.held.take().unwrap_or_else(|| (self.pool.get(), 0));
+        let (mut plain, mut used) = self.held.take().unwrap_or_else(|| (self.pool.get(), 0));
+        let mut cipher = self.pool.get();
+        // Read no more than one ciphertext buffer's worth of records carries.
+        let room = tls_session::plaintext_room(cipher.len()).min(plain.len());
         let mut off = offset;
         let end = offset + len;
         let result = async {
             while off < end {
-                let want = ((end - off) as usize).min(buf.len() - used);
-                let n = file.read_at(&mut buf[used..used + want], off)?;
+                let want = ((end - off) as usize).min(room.saturating_sub(used));
+                let n = file.read_at(&mut plain[used..used + want], off)?;
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "file shorter than its length",
                     ));
                 }
-                self.write_timed(&buf[..used + n]).await?;
+                self.write_timed(&plain[..used + n], &mut cipher).await?;
                 off += n as u64;
                 used = 0;
             }
-            self.flush_timed().await
+            Ok(())
         }
         .await;
-        self.pool.put(buf);
+        self.pool.put(plain);
+        self.pool.put(cipher);
         result
     }
     async fn send_body(&mut self, buf: &[u8]) -> io::Result<()> {
-        if let Some((held, used)) = self.held.take() {
-            let r = self.write_timed(&held[..used]).await;
-            self.pool.put(held);
-            r?;
-        }
-        self.write_timed(buf).await?;
-        self.flush_timed().await
+        self.send_with_held(buf).await
     }
     async fn close(&mut self) {
-        let _ = timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        let _ = timeout(Duration::from_secs(1), self.session.close()).await;
     }
     fn reset_on_drop(&self) {
-        let _ = sys::reset_on_close(self.stream.get_ref().0.io.as_raw_fd());
+        let _ = sys::reset_on_close(self.session.fd());
     }
     fn body_path(&self) -> BodyPath {
         BodyPath::UserspaceCopy
+    }
+}
+
+/// Waits until a read of `stream` would find something (data, the peer's end, an
+/// error), holding no buffer.
+///
+/// Readiness can be stale: reads through `try_io`/`try_read` clear it only when a
+/// read would block, so after a request was read whole the socket still looks
+/// readable, and an idle connection would go on to wait inside its read, holding its
+/// buffers. A peek takes nothing and clears stale readiness.
+pub(crate) async fn wait_readable(stream: &TcpStream) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    loop {
+        stream.readable().await?;
+        match stream.try_io(Interest::READABLE, || sys::peek(fd)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Read buffers kept for reuse on a worker thread.
+const POOLED_READ_BUFFERS: usize = 64;
+
+thread_local! {
+    static READ_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connection's read buffer, taken from a per-thread pool and returned to it when
+/// the connection goes idle or ends, so idle connections hold none and busy ones
+/// allocate nothing per request. A buffer grown past its initial size is freed
+/// rather than pooled.
+pub(crate) struct ReadBuffer {
+    buf: Vec<u8>,
+    initial: usize,
+}
+
+impl ReadBuffer {
+    /// A parked buffer: [`unpark`](Self::unpark) before use.
+    pub(crate) fn new(initial: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            initial,
+        }
+    }
+
+    /// Gives the buffer back to the pool (its contents are not needed).
+    pub(crate) fn park(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.len() == self.initial {
+            READ_BUFFERS.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOLED_READ_BUFFERS {
+                    p.push(buf);
+                }
+            });
+        }
+    }
+
+    /// Takes a buffer (pooled if one is free) after [`park`](Self::park).
+    pub(crate) fn unpark(&mut self) {
+        if !self.buf.is_empty() {
+            return;
+        }
+        let initial = self.initial;
+        self.buf = READ_BUFFERS
+            .with(|p| {
+                let mut p = p.borrow_mut();
+                let at = p.iter().rposition(|b| b.len() == initial)?;
+                Some(p.swap_remove(at))
+            })
+            .unwrap_or_else(|| vec![0u8; initial]);
+    }
+}
+
+impl Drop for ReadBuffer {
+    fn drop(&mut self) {
+        self.park();
+    }
+}
+
+impl std::ops::Deref for ReadBuffer {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for ReadBuffer {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
     }
 }
 
