@@ -13,8 +13,8 @@
 //! is not in, and a userspace-TLS session lives in one allocation of its own. What
 //! stays is the request loop's own state (about 1.7 KB: a future sized for sending a
 //! body), the task and the socket's registration and, on userspace TLS, rustls'
-//! session (its record keys and its 4 KiB receive buffer, which rustls' buffered API
-//! keeps allocated); a kTLS connection keeps no userspace TLS state at all.
+//! session (its state and record keys; its receive buffer is pooled while idle, see
+//! `tls_session`); a kTLS connection keeps no userspace TLS state at all.
 //! `bench/idle-memory-bench.sh` measures it; BENCHMARKS.md has a heap breakdown.
 
 use std::sync::Arc;

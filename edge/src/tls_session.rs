@@ -284,7 +284,7 @@ impl TlsSession {
                     }
                 }
                 Step::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Step::Failed(e) => return Err(self.fail(e).await),
+                Step::Failed(e) => return Err(Box::pin(self.fail(e)).await),
             }
         }
         // The handshake's output buffer held a certificate chain: free it.
@@ -407,7 +407,7 @@ impl TlsSession {
                     }
                 }
                 Step::Closed => return Ok(0),
-                Step::Failed(e) => return Err(self.fail(e).await),
+                Step::Failed(e) => return Err(Box::pin(self.fail(e)).await),
             }
         }
     }
@@ -453,7 +453,7 @@ impl TlsSession {
                     self.transmit().await?;
                 }
                 Step::NeedInput | Step::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
-                Step::Failed(e) => return Err(self.fail(e).await),
+                Step::Failed(e) => return Err(Box::pin(self.fail(e)).await),
             }
         }
         if filled > 0 {
@@ -515,7 +515,7 @@ impl TlsSession {
                     self.used += n;
                 }
                 Step::Closed => break,
-                Step::Failed(e) => return Err(self.fail(e).await),
+                Step::Failed(e) => return Err(Box::pin(self.fail(e)).await),
             }
             if self.peer_closed && self.used == 0 {
                 break;

@@ -4,9 +4,9 @@
 //! another thread, so only the server's allocations are counted.
 //!
 //! Plain HTTP must allocate nothing per request once a connection is warm (pooled and
-//! per-connection buffers only). The userspace-TLS path allocates inside rustls (its
-//! buffered API queues each encrypted record in a fresh Vec); that count is printed
-//! and bounded so a regression shows up.
+//! per-connection buffers only). The userspace-TLS path allocates inside rustls (one
+//! Vec per record it encrypts or decrypts); that count is printed and bounded so a
+//! regression shows up.
 //!
 //! The same counter gives the heap an idle keep-alive connection holds (bytes
 //! allocated and not freed on the server's thread while connections open, make one
