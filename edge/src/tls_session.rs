@@ -565,7 +565,194 @@ fn bytes_to_record_end(buf: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use proptest::prelude::*;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::AsyncReadExt as _;
+
     use super::*;
+
+    /// A server configuration with a fresh self-signed certificate (secret extraction
+    /// on, as for kTLS), and a client configuration that trusts it and offers
+    /// `http/1.1`.
+    fn configs() -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert: CertificateDer<'static> = ck.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+        let server = crate::tls::server_config(
+            vec![cert.clone()],
+            key,
+            true,
+            None,
+            rustls::crypto::ring::Ticketer::new().unwrap(),
+            rustls::server::ServerSessionMemoryCache::new(16),
+        )
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        (server, Arc::new(client))
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    /// Reads (a record larger than the reader's buffer, a KeyUpdate between records,
+    /// close_notify) and writes (a body through a ciphertext buffer smaller than a
+    /// record) against rustls' own client, byte for byte.
+    #[tokio::test]
+    async fn reads_and_writes_survive_small_buffers_and_a_key_update() {
+        let (server_config, client_config) = configs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let request = pattern(20_000, 7);
+        let response = pattern(100_000, 9);
+        let (req, resp) = (request.clone(), response.clone());
+        let client = std::thread::spawn(move || {
+            let conn = rustls::ClientConnection::new(
+                client_config,
+                ServerName::try_from("localhost").unwrap(),
+            )
+            .unwrap();
+            let mut tls =
+                rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr).unwrap());
+            // One 16 KiB record and the rest, a KeyUpdate, then one more record.
+            tls.write_all(&req[..19_000]).unwrap();
+            tls.conn.refresh_traffic_keys().unwrap();
+            tls.write_all(&req[19_000..]).unwrap();
+            tls.flush().unwrap();
+            let mut got = Vec::new();
+            // The server ends its response with close_notify: a clean end.
+            tls.read_to_end(&mut got).unwrap();
+            assert!(got == resp, "response differs ({} bytes)", got.len());
+            tls.conn.send_close_notify();
+            tls.flush().unwrap();
+        });
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut session = handshake(sock, server_config).await.unwrap();
+        assert!(session.sni());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1000];
+        while got.len() < request.len() {
+            session.readable().await.unwrap();
+            let n = session.read(&mut buf).await.unwrap();
+            assert!(n > 0, "early end after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == request, "request differs");
+        let mut cipher = vec![0u8; 4096];
+        session.write_all(&response, &mut cipher).await.unwrap();
+        session.close().await;
+        // The client's close_notify reads as the end.
+        assert_eq!(session.read(&mut buf).await.unwrap(), 0);
+        client.join().unwrap();
+    }
+
+    /// The hand-over's drain: a record cut short when the handshake ended is completed
+    /// by reading exactly its rest, and the next record stays in the socket, whole.
+    #[tokio::test]
+    async fn the_drain_stops_at_a_record_boundary() {
+        let (server_config, client_config) = configs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (next_tx, next_rx) = std::sync::mpsc::channel();
+        let client = std::thread::spawn(move || {
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            let mut c = rustls::ClientConnection::new(
+                client_config,
+                ServerName::try_from("localhost").unwrap(),
+            )
+            .unwrap();
+            // Up to the server's Finished; ours is still queued when this ends.
+            while c.is_handshaking() {
+                if c.wants_write() {
+                    c.write_tls(&mut tcp).unwrap();
+                } else {
+                    c.read_tls(&mut tcp).unwrap();
+                    c.process_new_packets().unwrap();
+                }
+            }
+            c.writer().write_all(b"first").unwrap();
+            let mut flight = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut flight).unwrap();
+            }
+            c.writer().write_all(b"second").unwrap();
+            let mut next = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut next).unwrap();
+            }
+            // Our Finished and all but the last 10 bytes of the first record, then
+            // the rest of it with the next record in one write.
+            let cut = flight.len() - 10;
+            tcp.write_all(&flight[..cut]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut tail = flight[cut..].to_vec();
+            tail.extend_from_slice(&next);
+            tcp.write_all(&tail).unwrap();
+            next_tx.send(next).unwrap();
+            // Hold the connection until the server is done with it.
+            let _ = tcp.read(&mut [0u8; 1]);
+        });
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut session = handshake(sock, server_config).await.unwrap();
+        assert!(
+            session.used > 0,
+            "the handshake should end inside the first record"
+        );
+        let drained = session.drain_for_kernel().await.unwrap();
+        assert_eq!(drained, b"first");
+        assert_eq!(session.used, 0);
+        let (mut stream, conn) = (*session).into_parts();
+        assert!(conn.dangerous_into_kernel_connection().is_ok());
+        let next = next_rx.recv().unwrap();
+        let mut left = vec![0u8; next.len()];
+        stream.read_exact(&mut left).await.unwrap();
+        assert_eq!(left, next, "the socket should hold the next record, whole");
+        drop(stream);
+        client.join().unwrap();
+    }
+
+    /// A client that offers ALPN but not `http/1.1` gets the plaintext alert.
+    #[tokio::test]
+    async fn a_client_without_our_protocol_gets_no_application_protocol() {
+        let (server_config, client_config) = configs();
+        let mut client_config = (*client_config).clone();
+        client_config.alpn_protocols = vec![b"h2".to_vec()];
+        let client_config = Arc::new(client_config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let conn = rustls::ClientConnection::new(
+                client_config,
+                ServerName::try_from("localhost").unwrap(),
+            )
+            .unwrap();
+            let mut tls =
+                rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr).unwrap());
+            tls.write_all(b"GET / HTTP/1.1\r\n\r\n")
+                .and_then(|()| tls.flush())
+        });
+        let (sock, _) = listener.accept().await.unwrap();
+        let err = handshake(sock, server_config).await.err().unwrap();
+        assert!(err.to_string().contains("ALPN"), "{err}");
+        let client_err = client.join().unwrap().unwrap_err();
+        assert!(
+            client_err.to_string().contains("NoApplicationProtocol"),
+            "{client_err}"
+        );
+    }
 
     #[test]
     fn the_rest_of_a_partial_record_is_counted_from_its_header() {
@@ -577,6 +764,16 @@ mod tests {
         assert_eq!(bytes_to_record_end(&[23, 3, 3, 0, 10, 1, 2, 3, 4]), 6);
         // A whole record (2 bytes), then a partial header.
         assert_eq!(bytes_to_record_end(&[23, 3, 3, 0, 2, 9, 9, 23]), 4);
+    }
+
+    proptest! {
+        /// Any bytes from the network: the answer is at least one byte, and never
+        /// more than a header and a maximal fragment.
+        #[test]
+        fn record_end_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let missing = bytes_to_record_end(&buf);
+            prop_assert!((1..=5 + 0xffff).contains(&missing));
+        }
     }
 
     #[test]
