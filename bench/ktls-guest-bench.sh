@@ -26,6 +26,12 @@
 # --tls13-cipher NAME (OpenSSL name, e.g. TLS_CHACHA20_POLY1305_SHA256) makes every
 # server offer only that TLS 1.3 suite (nginx: ssl_conf_command Ciphersuites; edge:
 # tls.cipher_suites), to compare with the crypto implementation held fixed.
+# --thp MODE sets the guest's transparent huge pages (always, madvise, never) before
+# the servers start; the mode in use is printed either way (the guest kernel's default
+# is always, where a few live bytes keep a whole 2 MiB page resident, which inflates
+# RSS per connection; Debian hosts default to madvise).
+# GUEST_MEM (environment) is the guest's memory [1G]; --idle 16000 wants 4G (the
+# client holds every connection too).
 # EDGE_BIN defaults to target/release/edge, else target/debug/edge; when
 # neither exists the edge servers are skipped ("edge: binary not found").
 #
@@ -49,7 +55,7 @@ REPO=$(cd "$HERE/.." && pwd)
 
 ALL_SERVERS=nginx-ktls,nginx-user,edge-ktls,edge-user,edge-cache
 CONNS=4,16 DURATION=10 NFILES=8 ROUNDS=1 SERVERS=$ALL_SERVERS TIMEOUT=900
-IN_GUEST=0 GUEST_EDGE_BIN= EDGE_THREADS= TLS13_CIPHER= IDLE=0 GUEST_IDLE_BIN=
+IN_GUEST=0 GUEST_EDGE_BIN= EDGE_THREADS= TLS13_CIPHER= IDLE=0 GUEST_IDLE_BIN= THP=
 while [ $# -gt 0 ]; do
     case $1 in
     --conns) CONNS=$2; shift 2 ;;
@@ -64,11 +70,13 @@ while [ $# -gt 0 ]; do
     --tls13-cipher) TLS13_CIPHER=$2; shift 2 ;;
     --idle) IDLE=$2; shift 2 ;;
     --idle-bin) GUEST_IDLE_BIN=$2; shift 2 ;;
+    --thp) THP=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
     *) echo "unknown argument: $1 (-h for help)" >&2; exit 2 ;;
     esac
 done
 [[ $IDLE =~ ^[0-9]+$ ]] || { echo "bad --idle: $IDLE" >&2; exit 2; }
+[[ -z $THP || $THP =~ ^(always|madvise|never)$ ]] || { echo "bad --thp: $THP (always, madvise or never)" >&2; exit 2; }
 for v in "$DURATION" "$NFILES" "$ROUNDS"; do
     [[ $v =~ ^[1-9][0-9]*$ ]] || { echo "not a positive number: $v" >&2; exit 2; }
 done
@@ -111,9 +119,9 @@ if [ $IN_GUEST = 0 ]; then
     out=$REPO/bench/out/ktls-guest-bench-$(date +%Y%m%d-%H%M%S).txt
     echo "host: $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg) (TCG guest: host load skews results)" | tee "$out"
     set +e
-    "$REPO/tests/vm/run-in-vm.sh" -u -t "$TIMEOUT" "$REPO" \
+    "$REPO/tests/vm/run-in-vm.sh" -u -m "${GUEST_MEM:-1G}" -t "$TIMEOUT" "$REPO" \
         bench/ktls-guest-bench.sh --in-guest --conns "$CONNS" --duration "$DURATION" \
-        --files "$NFILES" --rounds "$ROUNDS" --servers "$SERVERS" ${EDGE_THREADS:+--edge-threads "$EDGE_THREADS"} ${TLS13_CIPHER:+--tls13-cipher "$TLS13_CIPHER"} "${edge_arg[@]}" 2>&1 | tee -a "$out"
+        --files "$NFILES" --rounds "$ROUNDS" --servers "$SERVERS" ${THP:+--thp "$THP"} ${EDGE_THREADS:+--edge-threads "$EDGE_THREADS"} ${TLS13_CIPHER:+--tls13-cipher "$TLS13_CIPHER"} "${edge_arg[@]}" 2>&1 | tee -a "$out"
     rc=${PIPESTATUS[0]}
     set -e
     echo "host: load after: $(cut -d' ' -f1-3 /proc/loadavg); results in ${out#"$REPO"/}" | tee -a "$out"
@@ -122,6 +130,11 @@ fi
 
 # =================================================================== guest
 ulimit -n 65536 2>/dev/null || true   # --idle: servers and client hold many sockets
+if [ "$IDLE" -gt 0 ]; then
+    # nginx must be able to hold every idle connection as long as edge can (edge gets
+    # max_connections IDLE + 1024 and idle_timeout_secs 3600 below)
+    export NGINX_WORKER_CONNECTIONS=$((IDLE + 1024)) NGINX_KEEPALIVE_TIMEOUT=3600s
+fi
 EDGE_CIPHER_LINE= NGINX_SSL_EXTRA=
 if [ -n "$TLS13_CIPHER" ]; then
     EDGE_CIPHER_LINE="cipher_suites = [\"TLS13_${TLS13_CIPHER#TLS_}\"]"
@@ -142,6 +155,11 @@ rm -rf "$B"; mkdir -p "$B"; : > "$RESULTS"
 vm_make_cert "$B"
 mapfile -t FILES < <(vm_make_files "$WWW" "$NFILES" 2048)
 if command -v wrk >/dev/null; then CLIENT=wrk; else CLIENT=curl-loop; fi
+THP_FILE=/sys/kernel/mm/transparent_hugepage/enabled
+if [ -n "$THP" ]; then
+    echo "$THP" > "$THP_FILE" || { echo "cannot set transparent huge pages to $THP" >&2; exit 1; }
+fi
+echo "guest: transparent huge pages: $(cat "$THP_FILE" 2>/dev/null || echo unknown)"
 echo "guest: $(uname -r), $NCPU vCPUs, $(nginx -v 2>&1 | sed 's/.*: //'), $(openssl version | cut -d' ' -f1-2)," \
      "client $CLIENT, $NFILES x 2 MiB files, ${DURATION}s per point, conns $CONNS, rounds $ROUNDS"
 
@@ -358,7 +376,7 @@ edge_heap_in_use() {
 
 # --idle: RSS per idle keep-alive TLS connection (and, for edge, live heap per connection)
 measure_idle() {
-    local s=$1 before after k0 k1 line h0 h1
+    local s=$1 before after k0 k1 line h0 h1 held
     read -r -a pids <<< "$SRV_PIDS"
     [ -f "$WWW/small.bin" ] || head -c 1024 /dev/urandom > "$WWW/small.bin"
     curl -sk -o /dev/null "$SRV_URL/small.bin"
@@ -371,13 +389,26 @@ measure_idle() {
     sleep 2
     after=$(rss_kib "${pids[@]}"); k1=$(tls_stat TlsTxSw)
     h1=$(edge_heap_in_use)
+    held=$(server_established "${SRV_URL##*:}")
     eval "exec ${IC[1]}>&-"
     wait "$IC_PID" 2>/dev/null || true
-    echo "$s $line" | awk -v b="$before" -v a="$after" -v k=$((k1 - k0)) -v h0="$h0" -v h1="$h1" '{
+    # Per connection the server still holds (a server that closed some would otherwise
+    # look cheaper than it is); fewer held than opened is flagged.
+    echo "$s $line" | awk -v b="$before" -v a="$after" -v k=$((k1 - k0)) -v h0="$h0" -v h1="$h1" -v held="$held" '{
         open = 0; for (i = 2; i <= NF; i++) if ($i ~ /^open=/) { sub("open=", "", $i); open = $i }
-        heap = (h0 >= 0 && h1 >= 0 && open > 0) ? sprintf(" | heap in use %d bytes per idle connection", (h1 - h0) / open) : ""
-        printf "  IDLE %-11s %s | rss %d -> %d KiB | %d bytes per idle connection%s | ktls_tx +%d\n",
-            $1, substr($0, length($1) + 2), b, a, (open > 0 ? (a - b) * 1024 / open : 0), heap, k }'
+        heap = (h0 >= 0 && h1 >= 0 && held > 0) ? sprintf(" | heap in use %d bytes per idle connection", (h1 - h0) / held) : ""
+        warn = (held < open) ? sprintf(" | SUSPECT: the server closed %d", open - held) : ""
+        printf "  IDLE %-11s %s | server holds %d | rss %d -> %d KiB | %d bytes per idle connection%s | ktls_tx +%d%s\n",
+            $1, substr($0, length($1) + 2), held, b, a, (held > 0 ? (a - b) * 1024 / held : 0), heap, k, warn }'
+}
+
+# Established TCP connections whose local port is PORT (the server's ends), from
+# /proc/net/tcp (state 01).
+server_established() {
+    local hex
+    hex=$(printf '%04X' "$1")
+    awk -v p=":$hex" '$4 == "01" && substr($2, length($2) - 4) == p { n++ } END { print n + 0 }' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
 # ------------------------------------------------------------------ run

@@ -60,7 +60,8 @@ vm_make_files() {
 }
 
 # nginx_write_conf DIR PORT KTLS(on|off) WORKERS WWW CERTDIR - an nginx.conf in
-# (NGINX_SSL_EXTRA, if set, is one more directive line in the server block)
+# (NGINX_SSL_EXTRA, if set, is one more directive line in the server block;
+# NGINX_WORKER_CONNECTIONS [1024] and NGINX_KEEPALIVE_TIMEOUT [120s] override those)
 # DIR that depends on no system file: prefix, pid, logs and temp paths in DIR.
 # The only difference between on and off is the ssl_conf_command Options line;
 # sendfile is on in both (nginx ignores it for SSL without kTLS).
@@ -77,7 +78,7 @@ user root;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log notice;
 lock_file $dir/nginx.lock;
-events { worker_connections 1024; }
+events { worker_connections ${NGINX_WORKER_CONNECTIONS:-1024}; }
 http {
     access_log off;
     client_body_temp_path $dir/tmp/body;
@@ -89,7 +90,7 @@ http {
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
-    keepalive_timeout 120s;
+    keepalive_timeout ${NGINX_KEEPALIVE_TIMEOUT:-120s};
     server {
         listen 127.0.0.1:$port ssl;
         ssl_certificate $certdir/cert.pem;
