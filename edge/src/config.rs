@@ -85,6 +85,8 @@ struct RawServer {
     shutdown_grace_secs: u64,
     #[serde(default)]
     close_after_error: bool,
+    #[serde(default)]
+    transparent_huge_pages: bool,
 }
 
 impl Default for RawServer {
@@ -97,6 +99,7 @@ impl Default for RawServer {
             worker_threads: None,
             shutdown_grace_secs: default_shutdown_grace_secs(),
             close_after_error: false,
+            transparent_huge_pages: false,
         }
     }
 }
@@ -695,6 +698,11 @@ pub struct Config {
     /// (off by default: errors keep the connection, so a client costs no new
     /// handshake for a missing segment).
     pub close_after_error: bool,
+    /// `server.transparent_huge_pages`: `false` (the default) opts edge's memory out of
+    /// transparent huge pages, so that the few KB an idle connection keeps on the heap
+    /// do not hold whole 2 MiB pages resident where the kernel's setting is `always`
+    /// (Debian's default); `true` leaves the system's setting in force.
+    pub transparent_huge_pages: bool,
     /// `[telemetry]`.
     pub telemetry: TelemetrySettings,
 }
@@ -1209,6 +1217,7 @@ impl RawConfig {
             cors,
             admin_token_file: self.admin.token_file,
             close_after_error: s.close_after_error,
+            transparent_huge_pages: s.transparent_huge_pages,
             telemetry,
         })
     }

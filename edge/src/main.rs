@@ -235,6 +235,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
     };
+    // Before the workers start: an idle connection keeps a few KB on the heap, and
+    // with transparent huge pages `always` those would hold whole 2 MiB pages.
+    if !config.transparent_huge_pages {
+        if let Err(e) = edge::sys::disable_transparent_huge_pages() {
+            tracing::warn!(error = %e, "cannot opt out of transparent huge pages (server.transparent_huge_pages)");
+        }
+    }
     // EDGE_WORKER_THREADS overrides server.worker_threads (benchmarks pin it).
     let threads = std::env::var("EDGE_WORKER_THREADS")
         .ok()

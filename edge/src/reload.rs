@@ -71,6 +71,10 @@ fn restart_fields(c: &Config) -> Vec<(&'static str, String)> {
             "server.close_after_error",
             format!("{:?}", c.close_after_error),
         ),
+        (
+            "server.transparent_huge_pages",
+            format!("{:?}", c.transparent_huge_pages),
+        ),
         ("content.root", format!("{:?}", c.content_root)),
         ("content.symlinks", format!("{:?}", c.symlinks)),
         (
@@ -181,6 +185,7 @@ pub fn config_json(c: &Config) -> Value {
                 "worker_threads": c.worker_threads.map(|n| n.get()),
                 "shutdown_grace_secs": c.shutdown_grace.as_secs(),
                 "close_after_error": c.close_after_error,
+                "transparent_huge_pages": c.transparent_huge_pages,
             },
             "content": {
                 "root": p(&c.content_root),

@@ -1,5 +1,6 @@
 //! Scale and operations: the admin CPU profiler; slowloris clients and a connection
-//! flood next to normal clients; SIGTERM under load (the real binary).
+//! flood next to normal clients; SIGTERM under load and the opt-out of transparent
+//! huge pages (the real binary).
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -399,4 +400,41 @@ fn sigterm_under_load_finishes_in_flight_responses_and_refuses_new_ones() {
         termed.elapsed() >= Duration::from_secs(2),
         "exited before the in-flight downloads could finish"
     );
+}
+
+/// edge opts its memory out of transparent huge pages (so an idle connection's few KB
+/// of heap do not hold 2 MiB pages resident where the kernel's setting is `always`),
+/// unless `server.transparent_huge_pages = true`: what `/proc/PID/status` reports.
+#[test]
+fn edge_opts_out_of_transparent_huge_pages_unless_configured_not_to() {
+    // A kernel without THP reports 0 either way.
+    let kernel_has_thp = std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists();
+    for (extra, want) in [
+        ("", "0"),
+        (
+            "transparent_huge_pages = true",
+            if kernel_has_thp { "1" } else { "0" },
+        ),
+    ] {
+        let dir = TempDir::new("thp");
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        let config = write_binary_config(dir.path(), &root, extra);
+        let mut server = Server(
+            Command::new(edge_bin())
+                .args(["serve", "--config", config.to_str().unwrap()])
+                .env("EDGE_WORKER_THREADS", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        addr_in_listening_line(&listening_line(&mut server.0), "http");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id())).unwrap();
+        let thp = status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(str::trim);
+        assert_eq!(thp, Some(want), "with `{extra}`");
+    }
 }
