@@ -602,6 +602,17 @@ mod tests {
         (server, Arc::new(client))
     }
 
+    /// A blocking rustls client connection to `addr` (its handshake runs on first use).
+    fn client_stream(
+        config: Arc<rustls::ClientConfig>,
+        addr: std::net::SocketAddr,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+        let conn =
+            rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr).unwrap())
+    }
+
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31) ^ seed)
@@ -620,13 +631,7 @@ mod tests {
         let response = pattern(100_000, 9);
         let (req, resp) = (request.clone(), response.clone());
         let client = std::thread::spawn(move || {
-            let conn = rustls::ClientConnection::new(
-                client_config,
-                ServerName::try_from("localhost").unwrap(),
-            )
-            .unwrap();
-            let mut tls =
-                rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr).unwrap());
+            let mut tls = client_stream(client_config, addr);
             // One 16 KiB record and the rest, a KeyUpdate, then one more record.
             tls.write_all(&req[..19_000]).unwrap();
             tls.conn.refresh_traffic_keys().unwrap();
@@ -734,13 +739,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = std::thread::spawn(move || {
-            let conn = rustls::ClientConnection::new(
-                client_config,
-                ServerName::try_from("localhost").unwrap(),
-            )
-            .unwrap();
-            let mut tls =
-                rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr).unwrap());
+            let mut tls = client_stream(client_config, addr);
             tls.write_all(b"GET / HTTP/1.1\r\n\r\n")
                 .and_then(|()| tls.flush())
         });
