@@ -8,7 +8,7 @@
 //!
 //! The hand-over ([`hand_over`]) is ours, not the `ktls` crate's, for two reasons:
 //! - `TCP_ULP` is set *before* anything of rustls is consumed, so a kernel refusal
-//!   (it refuses once the peer's FIN has arrived) leaves a whole rustls stream that
+//!   (it refuses once the peer's FIN has arrived) leaves a whole rustls session that
 //!   is then served in userspace;
 //! - TLS 1.2 AES-GCM needs its transmit nonce corrected: see [`kernel_tx_explicit_nonce`].
 
