@@ -384,7 +384,8 @@ impl TlsSession {
                 buf[..n].copy_from_slice(&self.pending[self.pending_at..self.pending_at + n]);
                 self.pending_at += n;
                 if self.pending_at == self.pending.len() {
-                    // Rare (a large record, pipelining): do not keep the space.
+                    // Held only for a while (the request that came with the
+                    // handshake, a large record, pipelining): free the space.
                     self.pending = Vec::new();
                     self.pending_at = 0;
                 }
