@@ -389,7 +389,7 @@ measure_idle() {
     sleep 2
     after=$(rss_kib "${pids[@]}"); k1=$(tls_stat TlsTxSw)
     h1=$(edge_heap_in_use)
-    held=$(server_established "${SRV_URL##*:}")
+    held=$(tcp_sockets "${SRV_URL##*:}" 01)
     eval "exec ${IC[1]}>&-"
     wait "$IC_PID" 2>/dev/null || true
     # Per connection the server still holds (a server that closed some would otherwise
@@ -402,14 +402,6 @@ measure_idle() {
             $1, substr($0, length($1) + 2), held, b, a, (held > 0 ? (a - b) * 1024 / held : 0), heap, k, warn }'
 }
 
-# Established TCP connections whose local port is PORT (the server's ends), from
-# /proc/net/tcp (state 01).
-server_established() {
-    local hex
-    hex=$(printf '%04X' "$1")
-    awk -v p=":$hex" '$4 == "01" && substr($2, length($2) - 4) == p { n++ } END { print n + 0 }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
 
 # ------------------------------------------------------------------ run
 for r in $(seq 1 "$ROUNDS"); do

@@ -4,7 +4,8 @@
 //! `recvmsg(2)` on a kTLS socket (record types arrive as control messages), the kTLS
 //! `close_notify` alert, the `TCP_ULP`/`SOL_TLS` socket options of the probe and the
 //! hand-over, and `openat2(2)` + `fcntl(2)` for opening request paths beneath the
-//! content root without blocking, and glibc's `mallinfo2(3)` for the heap gauges.
+//! content root without blocking, glibc's `mallinfo2(3)` for the heap gauges and
+//! `prctl(2)` for opting out of transparent huge pages.
 //! Every function here is a single syscall (or, for `mallinfo2`, a single libc call)
 //! with its result mapped to `io::Result` or `Option`; readiness, retries and timeouts
 //! are the caller's business (the sockets are non-blocking and registered with tokio).

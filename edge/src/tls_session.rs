@@ -153,19 +153,18 @@ fn settle(
             Step::Transmit
         }
         Ok(ConnectionState::BlockedHandshake) => Step::NeedInput,
-        Ok(ConnectionState::WriteTraffic(mut traffic)) => match job {
-            Job::None => Step::Writable,
-            Job::Encrypt(plain, cipher) => match traffic.encrypt(plain, cipher) {
+        Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+            let encoded = match job {
+                Job::None => return Step::Writable,
+                Job::Encrypt(plain, cipher) => traffic.encrypt(plain, cipher),
+                Job::CloseNotify(cipher) => traffic.queue_close_notify(cipher),
+            };
+            match encoded {
                 Ok(n) => Step::Encrypted(n),
                 Err(EncryptError::InsufficientSize(_)) => Step::NoRoom,
                 Err(EncryptError::EncryptExhausted) => Step::Failed(rustls::Error::EncryptError),
-            },
-            Job::CloseNotify(cipher) => match traffic.queue_close_notify(cipher) {
-                Ok(n) => Step::Encrypted(n),
-                Err(EncryptError::InsufficientSize(_)) => Step::NoRoom,
-                Err(EncryptError::EncryptExhausted) => Step::Failed(rustls::Error::EncryptError),
-            },
-        },
+            }
+        }
         Ok(ConnectionState::PeerClosed) => {
             *peer_closed = true;
             Step::Data(0)

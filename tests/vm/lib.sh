@@ -6,7 +6,7 @@
 # Host side:  vm_ensure_host_pkgs  (apt-get installs what the guest borrows
 #             from the host's /usr via run-in-vm.sh -u)
 # Guest side: tls_stat, vm_make_cert, vm_make_files, nginx_write_conf,
-#             nginx_start / nginx_stop, wait_listen, proc_children,
+#             nginx_start / nginx_stop, wait_listen, tcp_sockets, proc_children,
 #             proc_cpu_ticks
 
 vm_log() { echo "[$(date +%T)] $*" >&2; }
@@ -105,17 +105,25 @@ http {
 EOF
 }
 
-# wait_listen PORT [SECONDS] - wait until something listens on 127.0.0.1:PORT
-# (reads /proc/net/tcp, so no probe connection disturbs the tls_stat counters)
+# wait_listen PORT [SECONDS] - wait until something listens on PORT (reads
+# /proc/net/tcp, so no probe connection disturbs the tls_stat counters)
 wait_listen() {
-    local hex i
-    hex=$(printf '0100007F:%04X' "$1")
+    local i
     for i in $(seq 1 $((${2:-30} * 10))); do
-        awk -v a="$hex" '$2 == a && $4 == "0A" { f = 1 } END { exit !f }' \
-            /proc/net/tcp && return 0
+        [ "$(tcp_sockets "$1" 0A)" -gt 0 ] && return 0
         sleep 0.1
     done
     return 1
+}
+
+# tcp_sockets PORT STATE - how many TCP sockets (IPv4 and IPv6) have local port PORT
+# and state STATE (hex, as /proc/net/tcp writes it: 0A listening, 01 established)
+tcp_sockets() {
+    local tables=/proc/net/tcp
+    [ -r /proc/net/tcp6 ] && tables="$tables /proc/net/tcp6"
+    # shellcheck disable=SC2086 # two file names
+    awk -v p="$(printf ':%04X' "$1")" -v st="$2" \
+        '$4 == st && substr($2, length($2) - 4) == p { n++ } END { print n + 0 }' $tables
 }
 
 # nginx_start DIR PORT - start nginx (daemon off, in the background) with
