@@ -4,9 +4,18 @@
 #
 # Both servers run on SERVER_CPUS with WORKERS workers each (edge
 # EDGE_WORKER_THREADS=$WORKERS, nginx worker_processes $WORKERS with reuseport);
-# wrk runs on CLIENT_CPUS with one thread per client CPU and keeps CONNS keep-alive
-# connections busy fetching NFILES files of FILE_MIB MiB round-robin (the workload of
-# host-bench.sh). Per mode and connection count, nginx then edge:
+# the client runs on CLIENT_CPUS with one thread per client CPU and keeps CONNS
+# keep-alive connections busy fetching NFILES files of FILE_MIB MiB round-robin (the
+# workload of host-bench.sh). The client (LOAD):
+#   fetch  fetch-load (bench/hs-load): checks every response head and reads every body
+#          to its end, but discards bodies in the kernel (recv MSG_TRUNC) and, over
+#          HTTPS (TLS 1.3, TLS_AES_256_GCM_SHA384, what wrk gets from both servers),
+#          decrypts only the records holding the head and the body's last record. Its
+#          cost per byte is a fraction of the server's, so one client core can
+#          saturate one server core: the setup is server-bound even on 2 CPUs;
+#   wrk    wrk, which copies (and over HTTPS decrypts) every byte: it saturates before
+#          the server unless it has more CPUs than the server.
+# Per mode and connection count, nginx then edge:
 #   1. wrk starts; the script waits until every connection is receiving a response
 #      (client sockets to the port with over RAMP_BYTES received, tcp_info from ss -i:
 #      past the TLS handshake; at most RAMP_MAX s), then SETTLE s more, so that the
@@ -14,14 +23,15 @@
 #   2. a DURATION s window: at its start and end the script reads the server's CPU
 #      time (utime+stime of the whole process tree, /proc/PID/stat; per worker too:
 #      nginx worker processes; edge: its main thread, which is worker 0 and also runs
-#      the admin plane, and its edge-worker-N threads), wrk's CPU time, and the
-#      bytes wrk has read from its sockets (rchar, /proc/PID/io; over HTTPS that is TLS
+#      the admin plane, and its edge-worker-N threads), the client's CPU time, and the
+#      bytes the client has read from its sockets (wrk: rchar, /proc/PID/io;
+#      fetch-load: its --stats file, rewritten every 20 ms; over HTTPS that is TLS
 #      records, ~0.1 % over the payload); halfway through it samples the connections
 #      per worker (edge: the gauge edge_worker_open_connections{worker="N"} from its
 #      /metrics, "n/a" when the binary has none; nginx: established connections on
 #      the port per worker pid, from ss -p);
-#   3. wrk is stopped (SIGINT) and its summary read for errors (socket errors,
-#      non-2xx/3xx, requests over WRK_TIMEOUT).
+#   3. the client is stopped (SIGINT) and its summary read for errors (socket
+#      errors, non-2xx/3xx or bad responses, responses over WRK_TIMEOUT).
 # Per point: MB/s and req/s over the window (req/s = bytes / response size, the
 # file plus the server's response head as curl sees it),
 # server CPU s and its share of SERVER_CPUS, server CPU s per GB, client CPU share of
@@ -32,7 +42,7 @@
 # CPU s per GB per point.
 #
 # Usage (from anywhere; run as root or have nginx/wrk/openssl/curl installed):
-#   cargo build --release -p edge                 # once; the script never runs cargo
+#   cargo build --release -p edge -p hs-load      # once; the script never runs cargo
 #   bench/scale-bench.sh                          # 3 conns x 2 modes x 2 servers x ~15 s (~3-4 min)
 #   CONNS="64 256" DURATION=3 bench/scale-bench.sh             # quick check
 #   SERVER_CPUS=0-3 CLIENT_CPUS=4-15 bench/scale-bench.sh      # 16-core machine
@@ -41,6 +51,8 @@
 #   OUT               work/output dir [<repo>/bench/out] (gitignored)
 #   EDGE_BIN          edge binary [${CARGO_TARGET_DIR:-<repo>/target}/release/edge]
 #   SERVERS           servers per point, in this order ["nginx edge"]
+#   LOAD              client: fetch or wrk (above) [fetch]
+#   FETCH_LOAD_BIN    fetch-load binary [${CARGO_TARGET_DIR:-<repo>/target}/release/fetch-load]
 #   MODES             ["http https"]
 #   CONNS             wrk connection counts ["256 4096 16000"]
 #   DURATION          measured seconds per point [10]
@@ -50,10 +62,11 @@
 #   RAMP_BYTES        bytes a connection must have received to count as receiving [16384]
 #   SETTLE            seconds between "all receiving" and the window [1]
 #   SERVER_CPUS       CPU list for the servers (taskset -c) [0]
-#   CLIENT_CPUS       CPU list for wrk (and this script) [every other CPU]
+#   CLIENT_CPUS       CPU list for the client (and this script) [every other CPU]
 #   WORKERS           edge worker threads = nginx worker processes [CPUs in SERVER_CPUS]
-#   WRK_THREADS       wrk -t [CPUs in CLIENT_CPUS, at most the connections]
-#   WRK_TIMEOUT       wrk --timeout: responses slower than this count as errors [60s]
+#   WRK_THREADS       client threads (wrk -t, fetch-load --threads) [CPUs in CLIENT_CPUS,
+#                     at most the connections]
+#   WRK_TIMEOUT       client timeout: responses slower than this count as errors [60s]
 #   SATURATION        CPU share at which the client or the server counts as saturated [0.90]
 #   NFILES FILE_MIB   segment files [32 2]
 #   OPEN_FILE_CACHE   files kept open per worker by both servers: edge
@@ -81,7 +94,7 @@ ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 
 # the command as given, with the settings from the environment
 COMMAND_LINE=""
-for v in OUT EDGE_BIN SERVERS MODES CONNS DURATION WARMUP RAMP_MAX RAMP_BYTES SETTLE SERVER_CPUS \
+for v in OUT EDGE_BIN LOAD FETCH_LOAD_BIN SERVERS MODES CONNS DURATION WARMUP RAMP_MAX RAMP_BYTES SETTLE SERVER_CPUS \
   CLIENT_CPUS WORKERS WRK_THREADS WRK_TIMEOUT SATURATION NFILES FILE_MIB NGINX_BIN OPEN_FILE_CACHE; do
   if [[ -n ${!v:-} ]]; then COMMAND_LINE+="$v=$(printf '%q' "${!v}") "; fi
 done
@@ -90,6 +103,8 @@ COMMAND_LINE+="$0${*:+ $*}"
 OUT=${OUT:-$ROOT/bench/out}
 EDGE_BIN=${EDGE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/edge}
 SERVERS=${SERVERS:-nginx edge}
+LOAD=${LOAD:-fetch}
+FETCH_LOAD_BIN=${FETCH_LOAD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/fetch-load}
 MODES=${MODES:-http https}
 CONNS=${CONNS:-256 4096 16000}
 DURATION=${DURATION:-10}
@@ -116,6 +131,9 @@ source "$SCRIPT_DIR/lib.sh"
 # ---------------------------------------------------------------- checks, tools
 for s in $SERVERS; do [[ $s == nginx || $s == edge ]] || die "unknown server '$s' (nginx and/or edge)"; done
 for m in $MODES; do [[ $m == http || $m == https ]] || die "unknown mode '$m' (http and/or https)"; done
+[[ $LOAD == fetch || $LOAD == wrk ]] || die "unknown LOAD '$LOAD' (fetch or wrk)"
+[[ $LOAD == wrk || -x $FETCH_LOAD_BIN ]] ||
+  die "fetch-load not found at $FETCH_LOAD_BIN (build it with 'cargo build --release -p hs-load' or set FETCH_LOAD_BIN)"
 MAX_C=0
 for c in $CONNS; do
   [[ $c =~ ^[0-9]+$ && $c -gt 0 ]] || die "CONNS must be positive integers: $CONNS"
@@ -136,7 +154,7 @@ CLK_TCK=$(getconf CLK_TCK)
 N_SERVER=$(cpu_count "$SERVER_CPUS")
 if [[ -z ${CLIENT_CPUS:-} ]]; then
   CLIENT_CPUS=$(other_cpus "$SERVER_CPUS")
-  [[ -n $CLIENT_CPUS ]] || { CLIENT_CPUS=$SERVER_CPUS; warn "no CPU left for the client: wrk shares $SERVER_CPUS with the servers"; }
+  [[ -n $CLIENT_CPUS ]] || { CLIENT_CPUS=$SERVER_CPUS; warn "no CPU left for the client: it shares $SERVER_CPUS with the servers"; }
 fi
 N_CLIENT=$(cpu_count "$CLIENT_CPUS")
 WORKERS=${WORKERS:-$N_SERVER}
@@ -218,10 +236,12 @@ NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //')
 EDGE_VERSION=$([[ -x $EDGE_BIN ]] && "$EDGE_BIN" --version 2>&1 || echo "not found")
 WRK_VERSION=$("$WRK" -v 2>&1 | awk 'NR == 1 { print $2 }' || true) # wrk -v exits 1
 log "host: $KERNEL, nproc $NPROC ($CPU_MODEL), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
-log "CPU sets: servers on $SERVER_CPUS ($N_SERVER CPUs), wrk on $CLIENT_CPUS ($N_CLIENT CPUs); open-file limit $(ulimit -Sn)"
+log "CPU sets: servers on $SERVER_CPUS ($N_SERVER CPUs), the client ($LOAD) on $CLIENT_CPUS ($N_CLIENT CPUs); open-file limit $(ulimit -Sn)"
 log "nginx: $NGINX_VERSION, worker_processes $WORKERS, reuseport, worker_connections $MAX_CONNS, sendfile, no kTLS"
 log "edge: $EDGE_VERSION ($EDGE_BIN), EDGE_WORKER_THREADS=$WORKERS, max_connections $MAX_CONNS, ktls off"
-log "load: wrk $WRK_VERSION -t <= $N_CLIENT, conns: $CONNS, modes: $MODES, ${DURATION}s window after the ramp, $NFILES files x ${FILE_MIB} MiB round-robin"
+CLIENT_DESC="wrk $WRK_VERSION \`-t T -c C --timeout $WRK_TIMEOUT\`"
+[[ $LOAD == fetch ]] && CLIENT_DESC="fetch-load \`--threads T --conns C --timeout ${WRK_TIMEOUT%s}\` (bodies discarded in the kernel; HTTPS: TLS 1.3 AES-256-GCM, head and last record decrypted)"
+log "load: $CLIENT_DESC, T <= $N_CLIENT, conns: $CONNS, modes: $MODES, ${DURATION}s window after the ramp, $NFILES files x ${FILE_MIB} MiB round-robin"
 
 for s in $SERVERS; do
   if [[ $s == nginx ]]; then start_pinned nginx "$NGINX_CONF" "$SERVER_CPUS" scale-nginx /small.bin
@@ -249,24 +269,54 @@ sleep_until() { # epoch seconds (fractional)
   sleep "$d"
 }
 
+# starts the load in the background: CLIENT_PID, its output in $1; for LOAD=fetch
+# its running totals in $1.stats
+start_load() { # logfile server mode conns threads seconds
+  local logf=$1 s=$2 m=$3 c=$4 t=$5 secs=$6
+  if [[ $LOAD == wrk ]]; then
+    taskset -c "$CLIENT_CPUS" "$WRK" -t "$t" -c "$c" -d "${secs}s" --timeout "$WRK_TIMEOUT" --latency \
+      -s "$OUT/scale.lua" "$(base_url "$s" "$m")/" -- /seg_%03d.ts "$NFILES" >"$logf" 2>&1 &
+  else
+    rm -f "$logf.stats"
+    taskset -c "$CLIENT_CPUS" "$FETCH_LOAD_BIN" --addr "$HOST:$(port_of "$s" "$m")" --conns "$c" --threads "$t" \
+      "$([[ $m == https ]] && echo --tls || echo --plain)" --path /seg_%03d.ts --nfiles "$NFILES" \
+      --timeout "${WRK_TIMEOUT%s}" --duration "$secs" --stats "$logf.stats" >"$logf" 2>&1 &
+  fi
+  CLIENT_PID=$!
+}
+# bytes the client has read from its sockets so far
+load_bytes() { # pid logfile
+  if [[ $LOAD == wrk ]]; then proc_rchar "$1"
+  else sed -n 's/^bytes=\([0-9]*\) .*/\1/p' "$2.stats" 2>/dev/null; fi
+}
+# key=value from the client's final summary: errors, requests
+load_summary() { # logfile key
+  if [[ $LOAD == wrk ]]; then
+    if [[ $2 == errors ]]; then wrk_errors "$1"; else wrkstat "$1" requests; fi
+  else
+    awk -v k="$([[ $2 == requests ]] && echo responses || echo "$2")" '$1 ~ /^bytes=/ {
+      for (i = 1; i <= NF; i++) { split($i, p, "="); if (p[1] == k) print p[2] } }' "$1"
+  fi
+}
+
 bench_point() { # server mode conns
   local s=$1 m=$2 c=$3 port threads eff logf wpid pids pids_after t_start ramp ts t0 t1 n
   local srv0 srv1 wrk0 wrk1 rc0 rc1 w0 w1 cspread load1 errors requests
   port=$(port_of "$s" "$m")
   threads=$(wrk_threads_for "$c")
-  eff=$((c / threads * threads)) # wrk gives each thread conns/threads
+  eff=$c
+  [[ $LOAD == wrk ]] && eff=$((c / threads * threads)) # wrk gives each thread conns/threads
   ((eff == c)) || warn "wrk opens $eff connections, not $c ($c / $threads threads rounded down)"
   logf=$OUT/logs/scale-wrk-$s-$m-c$c.txt
   load1=$(cut -d' ' -f1 /proc/loadavg)
   pids=$(proc_tree "${PID[$s]}" | sort -n | tr '\n' ' ')
 
-  taskset -c "$CLIENT_CPUS" "$WRK" -t "$threads" -c "$c" -d "$((RAMP_MAX + SETTLE + DURATION + 30))s" --timeout "$WRK_TIMEOUT" --latency \
-    -s "$OUT/scale.lua" "$(base_url "$s" "$m")/" -- /seg_%03d.ts "$NFILES" >"$logf" 2>&1 &
-  wpid=$!
+  start_load "$logf" "$s" "$m" "$c" "$threads" "$((RAMP_MAX + SETTLE + DURATION + 30))"
+  wpid=$CLIENT_PID
   CLIENT[wrk]=$wpid
   t_start=$(now)
   while :; do
-    kill -0 "$wpid" 2>/dev/null || { cat "$logf" >&2; die "wrk exited early for $s $m c=$c"; }
+    kill -0 "$wpid" 2>/dev/null || { cat "$logf" >&2; die "the client ($LOAD) exited early for $s $m c=$c"; }
     n=$(receiving_from "$port" "$RAMP_BYTES")
     ((n * 100 >= eff * 99)) && break # 99 %: room for connections wrk has just reopened
     if awk -v a="$t_start" -v b="$EPOCHREALTIME" -v m="$RAMP_MAX" 'BEGIN { exit !(b - a > m) }'; then
@@ -279,24 +329,25 @@ bench_point() { # server mode conns
   sleep "$SETTLE"
 
   # shellcheck disable=SC2086
-  { t0=$(now); srv0=$(cpu_ticks $pids); wrk0=$(cpu_ticks "$wpid"); rc0=$(proc_rchar "$wpid"); }
+  { t0=$(now); srv0=$(cpu_ticks $pids); wrk0=$(cpu_ticks "$wpid"); rc0=$(load_bytes "$wpid" "$logf"); }
   w0=$(worker_ticks "$s" "${PID[$s]}")
   ts=$(awk -v t="$t0" -v d="$DURATION" 'BEGIN { printf "%.6f", t + d }')
   sleep_until "$(awk -v t="$t0" -v d="$DURATION" 'BEGIN { printf "%.6f", t + d / 2 }')"
   cspread=$(conn_spread "$s" "$m")
   sleep_until "$ts"
   # shellcheck disable=SC2086
-  { t1=$(now); srv1=$(cpu_ticks $pids); wrk1=$(cpu_ticks "$wpid"); rc1=$(proc_rchar "$wpid"); }
+  { t1=$(now); srv1=$(cpu_ticks $pids); wrk1=$(cpu_ticks "$wpid"); rc1=$(load_bytes "$wpid" "$logf"); }
   w1=$(worker_ticks "$s" "${PID[$s]}")
   kill -INT "$wpid" 2>/dev/null || true
-  wait "$wpid" || { cat "$logf" >&2; die "wrk failed for $s $m c=$c (see $logf)"; }
+  wait "$wpid" || { cat "$logf" >&2; die "the client ($LOAD) failed for $s $m c=$c (see $logf)"; }
   unset 'CLIENT[wrk]'
   pids_after=$(proc_tree "${PID[$s]}" | sort -n | tr '\n' ' ')
   [[ $pids == "$pids_after" ]] || warn "$s process set changed during the run ($pids -> $pids_after); CPU may be off"
-  grep -q '^WRKSTAT' "$logf" || die "no WRKSTAT line in $logf"
-  [[ -n $rc0 && -n $rc1 ]] || die "cannot read /proc/$wpid/io (wrk's bytes read): run as root or as wrk's user"
-  errors=$(wrk_errors "$logf")
-  requests=$(wrkstat "$logf" requests)
+  [[ $LOAD == fetch ]] || grep -q '^WRKSTAT' "$logf" || die "no WRKSTAT line in $logf"
+  [[ -n $rc0 && -n $rc1 ]] || die "cannot read the client's bytes read (wrk: /proc/$wpid/io, run as root; fetch-load: $logf.stats)"
+  errors=$(load_summary "$logf" errors)
+  requests=$(load_summary "$logf" requests)
+  [[ -n $errors && -n $requests ]] || { cat "$logf" >&2; die "no summary from the client in $logf"; }
 
   awk -v s="$s" -v m="$m" -v c="$c" -v th="$threads" -v ramp="$ramp" -v t0="$t0" -v t1="$t1" \
       -v srv="$((srv1 - srv0))" -v wrk="$((wrk1 - wrk0))" -v rb="$((rc1 - rc0))" -v hz="$CLK_TCK" \
@@ -324,7 +375,7 @@ bench_point() { # server mode conns
     note = ($18 == "client") ? "  CLIENT-BOUND" : ($18 == "neither") ? "  (neither server nor client saturated)" : ""
     printf "    %-5s %-5s c=%-5s %9s MB/s %9s req/s  server CPU %6s s (%3.0f%% of its CPUs)  %7s CPU-s/GB  client %3.0f%%  errors %s  conns/worker %s  CPU-s/worker %s  (ramp %s s)%s\n",
       $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $13, $14, $15, $5, note }'
-  ((errors == 0)) || warn "$s $m c=$c: $errors wrk errors (socket errors, non-2xx/3xx, over $WRK_TIMEOUT), see $logf"
+  ((errors == 0)) || warn "$s $m c=$c: $errors client errors (socket errors, bad responses, over $WRK_TIMEOUT), see $logf"
   sleep 1 # let the closed connections drain
 }
 
@@ -332,9 +383,8 @@ for m in $MODES; do
   log "mode $m"
   if ((WARMUP > 0)); then
     for s in $SERVERS; do
-      taskset -c "$CLIENT_CPUS" "$WRK" -t "$(wrk_threads_for "$MIN_C")" -c "$MIN_C" -d "${WARMUP}s" -s "$OUT/scale.lua" \
-        "$(base_url "$s" "$m")/" -- /seg_%03d.ts "$NFILES" >"$OUT/logs/scale-wrk-$s-$m-warmup.txt" 2>&1 ||
-        die "warm-up wrk failed for $s $m (see $OUT/logs/scale-wrk-$s-$m-warmup.txt)"
+      start_load "$OUT/logs/scale-wrk-$s-$m-warmup.txt" "$s" "$m" "$MIN_C" "$(wrk_threads_for "$MIN_C")" "$WARMUP"
+      wait "$CLIENT_PID" || die "warm-up ($LOAD) failed for $s $m (see $OUT/logs/scale-wrk-$s-$m-warmup.txt)"
     done
   fi
   for c in $CONNS; do
@@ -381,13 +431,13 @@ fi
   echo "### Many connections: edge vs nginx, servers on their own CPUs ($START_DATE)"
   echo
   echo "- host: $KERNEL, nproc $NPROC ($CPU_MODEL); load avg at start $START_LOAD, at end $END_LOAD"
-  echo "- CPU sets: servers \`taskset -c $SERVER_CPUS\` ($N_SERVER CPUs), wrk \`taskset -c $CLIENT_CPUS\` ($N_CLIENT CPUs)"
+  echo "- CPU sets: servers \`taskset -c $SERVER_CPUS\` ($N_SERVER CPUs), client \`taskset -c $CLIENT_CPUS\` ($N_CLIENT CPUs)"
   echo "- nginx: $NGINX_VERSION, \`worker_processes $WORKERS\`, \`reuseport\`, \`worker_connections $MAX_CONNS\`, sendfile, tcp_nopush, keepalive_requests 1000000, access_log off$NGINX_OFC"
   echo "- edge: $EDGE_VERSION, \`EDGE_WORKER_THREADS=$WORKERS\`, \`max_connections = $MAX_CONNS\`, \`min_send_rate_bytes_per_sec = 0\`$EDGE_OFC; binary \`$EDGE_BIN\`$([[ -x $EDGE_BIN ]] && date -u -r "$EDGE_BIN" '+ (%Y-%m-%d %H:%M UTC)')"
-  echo "- client: wrk $WRK_VERSION \`-t T -c C --timeout $WRK_TIMEOUT\` (T = CPUs in the client set, at most C), keep-alive, $NFILES files x ${FILE_MIB} MiB round-robin, loopback"
-  echo "- window: ${DURATION} s, starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes wrk read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
+  echo "- client: $CLIENT_DESC (T = CPUs in the client set, at most C), keep-alive, $NFILES files x ${FILE_MIB} MiB round-robin, loopback"
+  echo "- window: ${DURATION} s, starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes the client read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
   echo "- per worker (min/max): connections halfway through the window (edge: \`edge_worker_open_connections\`, n/a when the binary lacks it; nginx: ss per worker pid) and CPU seconds in the window (nginx worker processes; edge: the main thread, worker 0, which also serves /metrics, and the \`edge-worker-N\` threads)"
-  echo "- bound: server = the server used at least $SATURATION of its CPUs (the point measures the server), client = wrk did while the server did not (it measures wrk), neither = both below (something else held the CPUs back)"
+  echo "- bound: server = the server used at least $SATURATION of its CPUs (the point measures the server), client = the client did while the server did not (it measures the client), neither = both below (something else held the CPUs back)"
   echo "- command: \`$COMMAND_LINE\`"
   echo
   echo "| server | mode | conns | MB/s | req/s | server CPU s | server CPU % of set | CPU s/GB | client CPU % of set | bound | errors | conns per worker | CPU s per worker |"

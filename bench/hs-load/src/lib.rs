@@ -1,5 +1,5 @@
-//! Shared by the `hs-load` and `idle-conns` load generators: the `--insecure`
-//! certificate verifier.
+//! Shared by the `hs-load`, `idle-conns` and `fetch-load` load generators: the
+//! `--insecure` certificate verifier and the response-head check.
 
 #![forbid(unsafe_code)]
 
@@ -58,5 +58,73 @@ impl ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Largest response head accepted.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest response body accepted.
+pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Checks a response head: `HTTP/1.1 200`, a Content-Length (returned) of at most
+/// [`MAX_BODY_BYTES`], and no `Connection: close`.
+pub fn check_head(head: &[u8]) -> Result<u64, String> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let status = parts.next().unwrap_or_default();
+    if version != "HTTP/1.1" || status != "200" {
+        return Err(format!("status line {status_line:?}"));
+    }
+    let mut len = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            len = Some(
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("Content-Length {value:?}"))?,
+            );
+        } else if name.eq_ignore_ascii_case("connection")
+            && value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"))
+        {
+            return Err("the server answered Connection: close".into());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(format!(
+                "Transfer-Encoding {value:?} (need a Content-Length)"
+            ));
+        }
+    }
+    let len = len.ok_or("no Content-Length")?;
+    if len > MAX_BODY_BYTES {
+        return Err(format!("Content-Length {len} is over {MAX_BODY_BYTES}"));
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_checks() {
+        assert_eq!(
+            check_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"),
+            Ok(12)
+        );
+        assert!(check_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").is_err());
+        assert!(
+            check_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
+                .is_err()
+        );
+        assert!(check_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
+        assert!(check_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
     }
 }

@@ -53,6 +53,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Parser};
+use hs_load::{check_head, MAX_HEAD_BYTES};
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -63,10 +64,6 @@ use tokio_rustls::TlsConnector;
 
 /// Error messages printed on stderr (the rest are only counted).
 const ERROR_SAMPLES: usize = 10;
-/// Largest response head accepted.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Largest response body accepted (it is read and discarded; keep the file small).
-const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// Most source addresses `--local-ips` may expand to.
 const MAX_LOCAL_IPS: usize = 65_536;
 
@@ -455,49 +452,6 @@ async fn read_response(conn: &mut Box<dyn Conn>) -> Result<(), ConnError> {
     Ok(())
 }
 
-/// Checks a response head: `HTTP/1.1 200`, a Content-Length (returned) of at most
-/// [`MAX_BODY_BYTES`], and no `Connection: close`.
-fn check_head(head: &[u8]) -> Result<u64, String> {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let status = parts.next().unwrap_or_default();
-    if version != "HTTP/1.1" || status != "200" {
-        return Err(format!("status line {status_line:?}"));
-    }
-    let mut len = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("content-length") {
-            len = Some(
-                value
-                    .parse::<u64>()
-                    .map_err(|_| format!("Content-Length {value:?}"))?,
-            );
-        } else if name.eq_ignore_ascii_case("connection")
-            && value
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("close"))
-        {
-            return Err("the server answered Connection: close".into());
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(format!(
-                "Transfer-Encoding {value:?} (need a Content-Length)"
-            ));
-        }
-    }
-    let len = len.ok_or("no Content-Length")?;
-    if len > MAX_BODY_BYTES {
-        return Err(format!("Content-Length {len} is over {MAX_BODY_BYTES}"));
-    }
-    Ok(len)
-}
-
 /// Holds an open connection until `stop` turns true; counts it when the server
 /// closes it (EOF, reset, or unexpected bytes) before that.
 async fn hold_idle(mut conn: Box<dyn Conn>, mut stop: watch::Receiver<bool>, plan: &Plan) {
@@ -584,20 +538,5 @@ mod tests {
         assert!(parse_local_ips("127.0.0.3-127.0.0.1").is_err());
         assert!(parse_local_ips("x").is_err());
         assert!(parse_local_ips("").is_err());
-    }
-
-    #[test]
-    fn head_checks() {
-        assert_eq!(
-            check_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"),
-            Ok(12)
-        );
-        assert!(check_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").is_err());
-        assert!(
-            check_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
-                .is_err()
-        );
-        assert!(check_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
-        assert!(check_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
     }
 }
