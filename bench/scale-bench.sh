@@ -22,8 +22,8 @@
 #      connects and TLS handshakes stay out of the window;
 #   2. a DURATION s window: at its start and end the script reads the server's CPU
 #      time (utime+stime of the whole process tree, /proc/PID/stat; per worker too:
-#      nginx worker processes; edge: its main thread, which is worker 0 and also runs
-#      the admin plane, and its edge-worker-N threads), the client's CPU time, and the
+#      nginx worker processes; edge: its main thread, which is worker 0 (the admin plane has a thread of its own),
+#      and its edge-worker-N threads), the client's CPU time, and the
 #      bytes the client has read from its sockets (wrk: rchar, /proc/PID/io;
 #      fetch-load: its --stats file, rewritten every 20 ms; over HTTPS that is TLS
 #      records, ~0.1 % over the payload); halfway through it samples the connections
@@ -436,7 +436,7 @@ fi
   echo "- edge: $EDGE_VERSION, \`EDGE_WORKER_THREADS=$WORKERS\`, \`max_connections = $MAX_CONNS\`, \`min_send_rate_bytes_per_sec = 0\`$EDGE_OFC; binary \`$EDGE_BIN\`$([[ -x $EDGE_BIN ]] && date -u -r "$EDGE_BIN" '+ (%Y-%m-%d %H:%M UTC)')"
   echo "- client: $CLIENT_DESC (T = CPUs in the client set, at most C), keep-alive, $NFILES files x ${FILE_MIB} MiB round-robin, loopback"
   echo "- window: ${DURATION} s, starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes the client read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
-  echo "- per worker (min/max): connections halfway through the window (edge: \`edge_worker_open_connections\`, n/a when the binary lacks it; nginx: ss per worker pid) and CPU seconds in the window (nginx worker processes; edge: the main thread, worker 0, which also serves /metrics, and the \`edge-worker-N\` threads)"
+  echo "- per worker (min/max): connections halfway through the window (edge: \`edge_worker_open_connections\`, n/a when the binary lacks it or the scrape took over 5 s; nginx: ss per worker pid) and CPU seconds in the window (nginx worker processes; edge: the main thread, worker 0, and the \`edge-worker-N\` threads)"
   echo "- bound: server = the server used at least $SATURATION of its CPUs (the point measures the server), client = the client did while the server did not (it measures the client), neither = both below (something else held the CPUs back)"
   echo "- command: \`$COMMAND_LINE\`"
   echo

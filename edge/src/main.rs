@@ -254,7 +254,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .transpose()?
         .or(config.worker_threads.map(|n| n.get()))
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // The main thread is worker 0 (it also runs the admin plane and signal handling);
+    // The main thread is worker 0 (it also runs signal handling; the admin plane has
+    // its own thread, see edge::server);
     // each further worker gets its own thread, single-threaded runtime and
     // SO_REUSEPORT listeners (see edge::server).
     let rt = tokio::runtime::Builder::new_current_thread()

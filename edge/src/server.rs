@@ -6,7 +6,8 @@
 //! OS threads, each with a single-threaded tokio runtime and its own `SO_REUSEPORT`
 //! listeners, so the kernel spreads connections across threads and a connection's
 //! task never migrates or wakes another thread (work stealing cost about 12% CPU per
-//! byte in the kTLS benchmark).
+//! byte in the kTLS benchmark). The admin plane runs on a thread of its own
+//! ([`spawn_admin`]), so a saturated worker does not delay a metrics scrape.
 //!
 //! Accept loops race accept against the shutdown token and back off when the
 //! process is out of descriptors; each connection runs in its own task, with the TLS
@@ -57,6 +58,9 @@ pub enum StartError {
     /// A worker thread could not start (`server.worker_threads`).
     #[error("server.worker_threads: {0}")]
     Worker(String),
+    /// The admin plane's thread could not start (`server.admin_listen`).
+    #[error("server.admin_listen: admin plane: {0}")]
+    Admin(String),
     /// A published stream or the signing keys (`[[streams]]`, `[manifests]`).
     #[error(transparent)]
     Streams(#[from] crate::streams::CatalogError),
@@ -399,8 +403,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Some(a) => Some(bind_exclusive(a, "server.http_listen")?),
         None => None,
     };
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
+    // A std listener: the admin plane runs on its own thread and runtime.
+    let admin_listener = std::net::TcpListener::bind(config.admin_listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|source| StartError::Bind {
             addr: config.admin_listen,
             key: "server.admin_listen",
@@ -411,7 +416,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let http_addr = http_listener
         .as_ref()
         .map(|l| local(l, config.http_listen.unwrap_or(tls_addr)));
-    let admin_addr = local(&admin_listener, config.admin_listen);
+    let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_listen);
 
     let tasks = TaskTracker::new();
     let limits = config.limits.clone();
@@ -479,13 +484,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let admin_state = Arc::new(admin_state);
     admin_state.set_config(crate::reload::config_json(&config));
     tasks.spawn(dashboard.clone().run(shutdown.clone()));
-    let admin_shutdown = shutdown.clone();
-    let admin_for_listener = admin_state.clone();
-    tasks.spawn(async move {
-        if let Err(e) = web_ui::serve(admin_listener, admin_for_listener, admin_shutdown).await {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-    });
+    spawn_admin(admin_listener, admin_state.clone(), shutdown.clone())?;
     tasks.spawn(catalog.refresh_from_origins(shutdown.clone()));
     tasks.spawn(accept_loop(tls_listener, ctx.clone(), true, 0));
     if let Some(l) = http_listener {
@@ -510,6 +509,55 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             dashboard,
         })),
     })
+}
+
+/// Runs the admin plane (metrics, dashboard, purge, profiler) on its own thread with
+/// its own single-threaded runtime, so that a scrape does not queue behind worker 0's
+/// connections: with the data plane saturating its cores, the kernel still schedules
+/// this thread within its time slice, where a task on worker 0 would wait for every
+/// ready connection task ahead of it (seconds at thousands of busy connections). It
+/// stops at `shutdown`; nothing waits for it.
+fn spawn_admin(
+    listener: std::net::TcpListener,
+    state: Arc<web_ui::AdminState>,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let admin = move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(format!("cannot start a runtime: {e}")));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot register the listener: {e}")));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            if let Err(e) = web_ui::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+    };
+    std::thread::Builder::new()
+        .name("edge-admin".into())
+        .spawn(admin)
+        .map_err(|e| StartError::Admin(format!("cannot spawn a thread: {e}")))?;
+    // Start-up only: wait (briefly, blocking) until the admin plane listens.
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(msg)) => Err(StartError::Admin(msg)),
+        Err(_) => Err(StartError::Admin("exited during start-up".into())),
+    }
 }
 
 /// Descriptors wanted beyond two per connection: listeners, the admin plane, the
