@@ -22,11 +22,11 @@
 #      connects and TLS handshakes stay out of the window;
 #   2. a DURATION s window: at its start and end the script reads the server's CPU
 #      time (utime+stime of the whole process tree, /proc/PID/stat; per worker too:
-#      nginx worker processes; edge: its main thread, which is worker 0 (the admin plane has a thread of its own),
-#      and its edge-worker-N threads), the client's CPU time, and the
-#      bytes the client has read from its sockets (wrk: rchar, /proc/PID/io;
-#      fetch-load: its --stats file, rewritten every 20 ms; over HTTPS that is TLS
-#      records, ~0.1 % over the payload); halfway through it samples the connections
+#      nginx worker processes; edge: its main thread, which is worker 0, and its
+#      edge-worker-N threads; the admin plane has a thread of its own), the client's
+#      CPU time, and the bytes the client has read from its sockets (wrk: rchar,
+#      /proc/PID/io; fetch-load: its --stats file, rewritten every 20 ms; over HTTPS
+#      that is TLS records, ~0.1 % over the payload); halfway through it samples the connections
 #      per worker (edge: the gauge edge_worker_open_connections{worker="N"} from its
 #      /metrics, "n/a" when the binary has none; nginx: established connections on
 #      the port per worker pid, from ss -p);
