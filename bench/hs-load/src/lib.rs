@@ -1,9 +1,11 @@
 //! Shared by the `hs-load`, `idle-conns` and `fetch-load` load generators: the
-//! `--insecure` certificate verifier and the response-head check.
+//! `--insecure` certificate verifier, the response-head check and latency
+//! percentiles.
 
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -109,9 +111,35 @@ pub fn check_head(head: &[u8]) -> Result<u64, String> {
     Ok(len)
 }
 
+/// `d` in whole microseconds, saturating.
+pub fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// The `p`-th percentile (nearest rank) of ascending `sorted_us`, in milliseconds;
+/// 0 when empty.
+pub fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let n = sorted_us.len();
+    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    f64::from(sorted_us[rank.clamp(1, n) - 1]) / 1000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let v: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_ms(&v, 50.0), 50.0);
+        assert_eq!(percentile_ms(&v, 99.0), 99.0);
+        assert_eq!(percentile_ms(&v, 100.0), 100.0);
+        assert_eq!(percentile_ms(&[7000], 99.0), 7.0);
+        assert_eq!(percentile_ms(&[], 50.0), 0.0);
+    }
 
     #[test]
     fn head_checks() {

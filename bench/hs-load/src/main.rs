@@ -64,6 +64,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use hs_load::{micros, percentile_ms};
 use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -364,22 +365,6 @@ impl Stats {
     fn error_total(&self) -> u64 {
         self.errors.iter().sum()
     }
-}
-
-/// `d` in whole microseconds, saturating.
-fn micros(d: Duration) -> u32 {
-    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
-}
-
-/// The `p`-th percentile (nearest rank) of ascending `sorted_us`, in milliseconds;
-/// 0 when empty.
-fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return 0.0;
-    }
-    let n = sorted_us.len();
-    let rank = ((p / 100.0) * n as f64).ceil() as usize;
-    f64::from(sorted_us[rank.clamp(1, n) - 1]) / 1000.0
 }
 
 fn main() -> ExitCode {
@@ -881,16 +866,6 @@ mod tests {
         let r = b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nbody";
         assert_eq!(check_response(r), Ok(()));
         assert!(!body_complete(r));
-    }
-
-    #[test]
-    fn percentiles_nearest_rank() {
-        let v: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
-        assert_eq!(percentile_ms(&v, 50.0), 50.0);
-        assert_eq!(percentile_ms(&v, 99.0), 99.0);
-        assert_eq!(percentile_ms(&v, 100.0), 100.0);
-        assert_eq!(percentile_ms(&[7000], 99.0), 7.0);
-        assert_eq!(percentile_ms(&[], 50.0), 0.0);
     }
 
     #[test]

@@ -50,8 +50,10 @@
 //! the sockets, discarded or not (TLS records over HTTPS, as wrk's read bytes do).
 //! When the requests start, `ramp: open=O of C secs=S` goes to stderr.
 //! The run ends after `--duration` seconds, or on SIGINT or SIGTERM; then the same
-//! line, with `secs=S` (from start to end), goes to stdout, and a per-kind breakdown
-//! of the errors with up to ten sample messages to stderr.
+//! line goes to stdout with `secs=S` (from start to end) and `p50_ms=.. p99_ms=..`
+//! added: the latency of the responses completed after the ramp, each from its
+//! request's write to its body's last byte (nearest rank; 0 when none), and a
+//! per-kind breakdown of the errors with up to ten sample messages goes to stderr.
 //!
 //! Descriptors: one per connection; run it with a soft `RLIMIT_NOFILE` above
 //! `--conns`. Memory: about 18 KiB per HTTPS connection (one record buffer), 2 KiB per
@@ -74,7 +76,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Parser};
-use hs_load::{check_head, AcceptAnyCert, MAX_HEAD_BYTES};
+use hs_load::{check_head, micros, percentile_ms, AcceptAnyCert, MAX_HEAD_BYTES};
 use rustls::client::Resumption;
 use rustls::crypto::cipher::{
     InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
@@ -235,6 +237,8 @@ struct Totals {
     open: AtomicU64,
     /// The first [`ERROR_SAMPLES`] error messages.
     samples: Mutex<Vec<String>>,
+    /// Latency of each response completed after the ramp, in microseconds.
+    latencies_us: Mutex<Vec<u32>>,
 }
 
 impl Totals {
@@ -385,7 +389,19 @@ async fn run(args: Args) -> Result<(), String> {
     while tasks.join_next().await.is_some() {}
 
     let totals = &plan.totals;
-    println!("{} secs={secs:.3}", totals.line());
+    let mut latencies = std::mem::take(
+        &mut *totals
+            .latencies_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    latencies.sort_unstable();
+    println!(
+        "{} secs={secs:.3} p50_ms={:.2} p99_ms={:.2}",
+        totals.line(),
+        percentile_ms(&latencies, 50.0),
+        percentile_ms(&latencies, 99.0)
+    );
     for kind in Failure::ALL {
         let n = totals.errors[kind.index()].load(Relaxed);
         if n > 0 {
@@ -482,6 +498,7 @@ async fn connection(plan: Arc<Plan>, i: usize, mut stop: watch::Receiver<bool>) 
         loop {
             let fetch =
                 tokio::time::timeout(plan.timeout, conn.fetch(&plan.requests[file], &plan.totals));
+            let sent = Instant::now();
             let done = tokio::select! {
                 _ = stop.changed() => {
                     plan.totals.open.fetch_sub(1, Relaxed);
@@ -491,6 +508,12 @@ async fn connection(plan: Arc<Plan>, i: usize, mut stop: watch::Receiver<bool>) 
             };
             let failed = match done {
                 Ok(Ok(())) => {
+                    let latency = micros(sent.elapsed());
+                    plan.totals
+                        .latencies_us
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(latency);
                     plan.totals.responses.fetch_add(1, Relaxed);
                     file = (file + 1) % plan.requests.len();
                     continue;
@@ -595,25 +618,35 @@ thread_local! {
 }
 
 /// Reads and drops exactly `n` bytes from `tcp` without copying them.
+///
+/// A `recv` that returns less than it asked for has emptied the socket, so the
+/// readiness is cleared then, as tokio's own `poll_read` does, instead of learning it
+/// from a second `recv` that fails with `EAGAIN`: one system call per wake-up, not
+/// two. (tokio clears it only if no readiness event came in meanwhile, so no wake-up
+/// is lost.)
 async fn discard(tcp: &TcpStream, mut n: u64, totals: &Totals) -> io::Result<()> {
     while n > 0 {
         tcp.readable().await?;
         let want = usize::try_from(n).unwrap_or(usize::MAX).min(DISCARD_CHUNK);
-        let got = tcp.try_io(Interest::READABLE, || {
-            DISCARD_BUF.with(|buf| {
+        let mut got = 0;
+        let read = tcp.try_io(Interest::READABLE, || {
+            got = DISCARD_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 socket2::SockRef::from(tcp).recv_with_flags(&mut buf[..want], libc::MSG_TRUNC)
-            })
-        });
-        match got {
-            Ok(0) => return Err(io::Error::new(ErrorKind::UnexpectedEof, "EOF in the body")),
-            Ok(k) => {
-                totals.bytes.fetch_add(k as u64, Relaxed);
-                n -= k as u64;
+            })?;
+            if got > 0 && got < want {
+                return Err(ErrorKind::WouldBlock.into());
             }
+            Ok(got)
+        });
+        match read {
+            Ok(0) => return Err(io::Error::new(ErrorKind::UnexpectedEof, "EOF in the body")),
+            Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
+        totals.bytes.fetch_add(got as u64, Relaxed);
+        n -= got as u64;
     }
     Ok(())
 }
