@@ -5,9 +5,15 @@
 # For each server (SERVERS, one after the other, alone on SERVER_CPUS with WORKERS
 # workers: edge EDGE_WORKER_THREADS, nginx worker_processes with reuseport):
 #   warm-up   WARMUP s of the keep-alive load below, not recorded;
-#   baseline  keep-alive load alone: wrk with KA_CONNS (64) keep-alive connections
-#             fetching NFILES files of FILE_MIB MiB round-robin over HTTPS for DURATION
-#             s, --latency: p50/p99 and MB/s;
+#   baseline  keep-alive load alone: KA_CONNS (64) keep-alive connections fetching
+#             NFILES files of FILE_MIB MiB round-robin over HTTPS for DURATION s: p50/p99
+#             of the response times (request written to body read) and MB/s. The
+#             client (KA_LOAD): fetch = fetch-load (bench/hs-load), which discards the
+#             bodies in the kernel and decrypts only the records holding a response's
+#             head and its last bytes (see bench/README.md), so the viewers cost the
+#             client core a fraction of what they cost the server and the flood's wrk
+#             gets most of that core; wrk = wrk --latency, which decrypts and copies
+#             every byte and takes most of the client core itself;
 #   flood     the same keep-alive load PLUS, from 1 s before it starts to 1 s after it
 #             ends, a second wrk with FLOOD_CONNS (256) connections doing
 #             connection-per-request over HTTPS (`-H 'Connection: close'`: TCP
@@ -16,7 +22,7 @@
 #             the flood's p50 is how long a new viewer waits for its first byte once
 #             connected, and the keep-alive p50/p99 how the storm slows the viewers
 #             who were already there.
-# Both wrk runs are pinned to CLIENT_CPUS; the server's CPU seconds (utime+stime of its
+# Both clients are pinned to CLIENT_CPUS; the server's CPU seconds (utime+stime of its
 # processes, /proc/PID/stat) are read around each phase.
 #
 # Per server it prints: keep-alive p99 at baseline and under the flood, their ratio,
@@ -29,7 +35,7 @@
 #   3. edge's flood p50 <= nginx's
 #
 # Usage (from anywhere; run as root or have nginx/wrk/openssl/curl installed):
-#   cargo build --release -p edge                 # once; the script never runs cargo
+#   cargo build --release -p edge -p hs-load      # once; the script never runs cargo
 #   bench/storm-bench.sh                          # 2 servers x (2 + 10 + 12) s (~1 min)
 #   DURATION=3 WARMUP=1 bench/storm-bench.sh      # quick check
 #   SERVER_CPUS=0-3 CLIENT_CPUS=4-15 bench/storm-bench.sh   # 16-core machine
@@ -43,9 +49,11 @@
 #   KA_CONNS          keep-alive connections [64]
 #   FLOOD_CONNS       connection-per-request connections [256]
 #   SERVER_CPUS       CPU list for the server (taskset -c) [0]
-#   CLIENT_CPUS       CPU list for both wrk runs (and this script) [every other CPU]
+#   CLIENT_CPUS       CPU list for both clients (and this script) [every other CPU]
+#   KA_LOAD           keep-alive client: fetch or wrk (above) [fetch]
+#   FETCH_LOAD_BIN    fetch-load binary [${CARGO_TARGET_DIR:-<repo>/target}/release/fetch-load]
 #   WORKERS           edge worker threads = nginx worker processes [CPUs in SERVER_CPUS]
-#   KA_THREADS        wrk -t of the keep-alive load [CPUs in CLIENT_CPUS, at most KA_CONNS]
+#   KA_THREADS        threads of the keep-alive client [CPUs in CLIENT_CPUS, at most KA_CONNS]
 #   FLOOD_THREADS     wrk -t of the flood [CPUs in CLIENT_CPUS, at most FLOOD_CONNS]
 #   WRK_TIMEOUT       wrk --timeout: slower responses count as errors [30s]
 #   NFILES FILE_MIB   segment files [32 2]
@@ -71,7 +79,7 @@ ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 # the command as given, with the settings from the environment
 COMMAND_LINE=""
 for v in OUT EDGE_BIN SERVERS DURATION WARMUP KA_CONNS FLOOD_CONNS SERVER_CPUS CLIENT_CPUS \
-  WORKERS KA_THREADS FLOOD_THREADS WRK_TIMEOUT NFILES FILE_MIB NGINX_BIN; do
+  WORKERS KA_LOAD FETCH_LOAD_BIN KA_THREADS FLOOD_THREADS WRK_TIMEOUT NFILES FILE_MIB NGINX_BIN; do
   if [[ -n ${!v:-} ]]; then COMMAND_LINE+="$v=$(printf '%q' "${!v}") "; fi
 done
 COMMAND_LINE+="$0${*:+ $*}"
@@ -82,6 +90,8 @@ SERVERS=${SERVERS:-nginx edge}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 KA_CONNS=${KA_CONNS:-64}
+KA_LOAD=${KA_LOAD:-fetch}
+FETCH_LOAD_BIN=${FETCH_LOAD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/fetch-load}
 FLOOD_CONNS=${FLOOD_CONNS:-256}
 SERVER_CPUS=${SERVER_CPUS:-0}
 WRK_TIMEOUT=${WRK_TIMEOUT:-30s}
@@ -108,6 +118,9 @@ done
 ((DURATION > 0 && KA_CONNS > 0 && FLOOD_CONNS > 0)) || die "DURATION, KA_CONNS and FLOOD_CONNS must be positive"
 [[ " $SERVERS " != *" edge "* || -x $EDGE_BIN ]] ||
   die "edge binary not found at $EDGE_BIN (build it with 'cargo build --release' or set EDGE_BIN)"
+[[ $KA_LOAD == fetch || $KA_LOAD == wrk ]] || die "unknown KA_LOAD '$KA_LOAD' (fetch or wrk)"
+[[ $KA_LOAD == wrk || -x $FETCH_LOAD_BIN ]] ||
+  die "fetch-load not found at $FETCH_LOAD_BIN (build it with 'cargo build --release -p hs-load' or set FETCH_LOAD_BIN)"
 
 install_missing
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
@@ -156,33 +169,52 @@ NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //')
 EDGE_VERSION=$([[ -x $EDGE_BIN ]] && "$EDGE_BIN" --version 2>&1 || echo "not found")
 WRK_VERSION=$("$WRK" -v 2>&1 | awk 'NR == 1 { print $2 }' || true) # wrk -v exits 1
 log "host: $KERNEL, nproc $NPROC ($CPU_MODEL), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
-log "CPU sets: server on $SERVER_CPUS ($N_SERVER CPUs), both wrk on $CLIENT_CPUS ($N_CLIENT CPUs)"
+log "CPU sets: server on $SERVER_CPUS ($N_SERVER CPUs), both clients on $CLIENT_CPUS ($N_CLIENT CPUs)"
+KA_DESC="wrk $WRK_VERSION \`-t $KA_THREADS -c $KA_CONNS -d ${DURATION}s --latency\`"
+[[ $KA_LOAD == fetch ]] && KA_DESC="fetch-load \`--tls --threads $KA_THREADS --conns $KA_CONNS --duration $DURATION\` (bodies discarded in the kernel, only heads and last records decrypted; latency from the request write to the body's end)"
 log "nginx: $NGINX_VERSION, worker_processes $WORKERS, reuseport; edge: $EDGE_VERSION ($EDGE_BIN), EDGE_WORKER_THREADS=$WORKERS; HTTPS, no kTLS"
-log "keep-alive: wrk $WRK_VERSION -t $KA_THREADS -c $KA_CONNS, $NFILES x ${FILE_MIB} MiB round-robin, ${DURATION}s; flood: wrk -t $FLOOD_THREADS -c $FLOOD_CONNS, Connection: close, /small.bin (1 KiB)"
+log "keep-alive: $KA_DESC, $NFILES x ${FILE_MIB} MiB round-robin, ${DURATION}s; flood: wrk -t $FLOOD_THREADS -c $FLOOD_CONNS, Connection: close, /small.bin (1 KiB)"
 if ((NPROC <= 2)); then
-  warn "only $NPROC CPUs: both wrk runs share one core, and the flood is bounded by the client's handshakes; compare the servers, not the absolute numbers"
+  warn "only $NPROC CPUs: both clients share one core, and the flood is bounded by the client's handshakes; compare the servers, not the absolute numbers"
 fi
 
 RESULTS=$OUT/storm-results.tsv
 printf 'server\tka_base_p50_ms\tka_base_p99_ms\tka_base_mb_s\tka_base_errors\tbase_server_cpu_s\tka_flood_p50_ms\tka_flood_p99_ms\tka_flood_mb_s\tka_flood_errors\tflood_p50_ms\tflood_p99_ms\tflood_req_s\tflood_errors\tflood_server_cpu_s\tload1\n' >"$RESULTS"
 START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 URL_KA=""
+PORT_KA=""
 
 ka_wrk() { # seconds logfile [--latency] -> runs in the background, pid in $!
-  taskset -c "$CLIENT_CPUS" "$WRK" -t "$KA_THREADS" -c "$KA_CONNS" -d "$1s" --timeout "$WRK_TIMEOUT" ${3:+"$3"} \
-    -s "$OUT/storm.lua" "$URL_KA" -- /seg_%03d.ts "$NFILES" >"$2" 2>&1 &
+  if [[ $KA_LOAD == fetch ]]; then
+    taskset -c "$CLIENT_CPUS" "$FETCH_LOAD_BIN" --addr "$HOST:$PORT_KA" --tls --conns "$KA_CONNS" \
+      --threads "$KA_THREADS" --path /seg_%03d.ts --nfiles "$NFILES" --timeout "${WRK_TIMEOUT%s}" \
+      --duration "$1" >"$2" 2>&1 &
+  else
+    taskset -c "$CLIENT_CPUS" "$WRK" -t "$KA_THREADS" -c "$KA_CONNS" -d "$1s" --timeout "$WRK_TIMEOUT" ${3:+"$3"} \
+      -s "$OUT/storm.lua" "$URL_KA" -- /seg_%03d.ts "$NFILES" >"$2" 2>&1 &
+  fi
 }
 flood_wrk() { # seconds logfile -> runs in the background, pid in $!
   taskset -c "$CLIENT_CPUS" "$WRK" -t "$FLOOD_THREADS" -c "$FLOOD_CONNS" -d "$1s" --timeout "$WRK_TIMEOUT" --latency \
     -H 'Connection: close' -s "$OUT/storm.lua" "$URL_KA" -- /small.bin 1 >"$2" 2>&1 &
 }
 wait_client() { # name logfile
-  wait "${CLIENT[$1]}" || { cat "$2" >&2; die "wrk ($1) failed, see $2"; }
+  wait "${CLIENT[$1]}" || { cat "$2" >&2; die "the $1 client failed, see $2"; }
   unset "CLIENT[$1]"
-  grep -q '^WRKSTAT' "$2" || die "no WRKSTAT line in $2"
+  if [[ $1 == ka && $KA_LOAD == fetch ]]; then
+    grep -q '^bytes=' "$2" || die "no summary line in $2"
+  else
+    grep -q '^WRKSTAT' "$2" || die "no WRKSTAT line in $2"
+  fi
 }
-# "p50_ms p99_ms MB/s errors" of a WRKSTAT file; with "rps" as $2: "p50_ms p99_ms req/s errors"
+# "p50_ms p99_ms MB/s errors" of a WRKSTAT file (or of fetch-load's summary line);
+# with "rps" as $2: "p50_ms p99_ms req/s errors"
 wrk_summary() {
+  if grep -q '^bytes=' "$1"; then
+    awk '$1 ~ /^bytes=/ { for (i = 1; i <= NF; i++) { split($i, p, "="); v[p[1]] = p[2] }
+      printf "%.2f %.2f %.1f %d\n", v["p50_ms"], v["p99_ms"], v["bytes"] / v["secs"] / 1e6, v["errors"] }' "$1"
+    return
+  fi
   awk -v what="${2:-}" '$1 == "WRKSTAT" { for (i = 2; i <= NF; i++) { split($i, p, "="); v[p[1]] = p[2] }
     d = v["duration_us"] / 1e6; e = v["connect"] + v["read"] + v["write"] + v["status"] + v["timeout"]
     rate = (what == "rps") ? sprintf("%.1f", v["requests"] / d) : sprintf("%.1f", v["bytes"] / d / 1e6)
@@ -194,6 +226,7 @@ bench_server() { # server
   local bp50 bp99 bmb berr kp50 kp99 kmb kerr fp50 fp99 frps ferr
   start_pinned "$s" "$( [[ $s == nginx ]] && echo "$NGINX_CONF" || echo "$EDGE_CONF")" "$SERVER_CPUS" "storm-$s" /small.bin
   URL_KA="https://$HOST:$(tls_port "$s")/"
+  PORT_KA=$(tls_port "$s")
   log "$s started (pid ${PID[$s]})"
   pids=$(proc_tree "${PID[$s]}" | sort -n | tr '\n' ' ')
   load1=$(cut -d' ' -f1 /proc/loadavg)
@@ -243,7 +276,7 @@ bench_server() { # server
     r = ($3 > 0) ? sprintf("%.2fx", $8 / $3) : "n/a"
     printf "    %-5s keep-alive p99 %s ms -> %s ms under the flood (%s), p50 %s -> %s ms, %s -> %s MB/s | flood p50 %s ms p99 %s ms, %s req/s, errors %s | server CPU s %s / %s\n",
       $1, $3, $8, r, $2, $7, $4, $9, $11, $12, $13, $14, $6, $15 }'
-  ((berr + kerr == 0)) || warn "$s: keep-alive wrk errors: $berr at baseline, $kerr under the flood (see $logb, $logk)"
+  ((berr + kerr == 0)) || warn "$s: keep-alive client errors: $berr at baseline, $kerr under the flood (see $logb, $logk)"
   ((ferr == 0)) || warn "$s: $ferr flood errors (socket errors, non-2xx/3xx, over $WRK_TIMEOUT), see $logf"
 }
 
@@ -282,9 +315,9 @@ MD=$OUT/storm-results.md
   echo "### Reconnect storm: keep-alive viewers under a connection-per-request flood, edge vs nginx ($START_DATE)"
   echo
   echo "- host: $KERNEL, nproc $NPROC ($CPU_MODEL)"
-  echo "- CPU sets: server \`taskset -c $SERVER_CPUS\` ($N_SERVER CPUs), both wrk \`taskset -c $CLIENT_CPUS\` ($N_CLIENT CPUs)"
+  echo "- CPU sets: server \`taskset -c $SERVER_CPUS\` ($N_SERVER CPUs), both clients \`taskset -c $CLIENT_CPUS\` ($N_CLIENT CPUs)"
   echo "- nginx: $NGINX_VERSION, \`worker_processes $WORKERS\`, reuseport, sendfile, access_log off; edge: $EDGE_VERSION, \`EDGE_WORKER_THREADS=$WORKERS\`; HTTPS (TLS 1.2/1.3, ECDSA P-256), no kTLS"
-  echo "- keep-alive: wrk $WRK_VERSION \`-t $KA_THREADS -c $KA_CONNS -d ${DURATION}s --latency\`, $NFILES files x ${FILE_MIB} MiB round-robin; flood: wrk \`-t $FLOOD_THREADS -c $FLOOD_CONNS -H 'Connection: close' --latency\` on /small.bin (1 KiB), from 1 s before to 1 s after the keep-alive run; wrk times requests from the write, after the handshake"
+  echo "- keep-alive: $KA_DESC, $NFILES files x ${FILE_MIB} MiB round-robin; flood: wrk \`-t $FLOOD_THREADS -c $FLOOD_CONNS -H 'Connection: close' --latency\` on /small.bin (1 KiB), from 1 s before to 1 s after the keep-alive run; wrk times requests from the write, after the handshake"
   echo "- command: \`$COMMAND_LINE\`"
   echo
   echo "| server | keep-alive p50 ms base | keep-alive p99 ms base | MB/s base | keep-alive p50 ms flood | keep-alive p99 ms flood | p99 flood/base | MB/s flood | flood p50 ms | flood p99 ms | flood req/s | flood errors | server CPU s base / flood |"
