@@ -29,11 +29,13 @@
 #      that is TLS records, ~0.1 % over the payload); halfway through it samples the connections
 #      per worker (edge: the gauge edge_worker_open_connections{worker="N"} from its
 #      /metrics, "n/a" when the binary has none; nginx: established connections on
-#      the port per worker pid, from ss -p) and the kernel's TCP memory in pages
-#      (/proc/net/sockstat; over tcp_mem's pressure threshold the kernel cuts every
-#      socket's send buffer to a few tens of KB, which shrinks each sendfile and
-#      raises the CPU per byte of both servers: at 16000 busy connections on loopback a
-#      point can land on either side of it from one run to the next);
+#      the port per worker pid, from ss -p) and the kernel's TCP memory in pages and
+#      whether TCP is under memory pressure (/proc/net/sockstat, /proc/net/protocols:
+#      TCP enters pressure above tcp_mem[1] and leaves it below tcp_mem[0]; meanwhile
+#      the kernel cuts every socket's send buffer to a few tens of KB, which shrinks
+#      each sendfile and raises the CPU per byte of both servers: at 16000 busy
+#      connections on loopback a point can land on either side from one run to the
+#      next);
 #   3. the client is stopped (SIGINT) and its summary read for errors (socket
 #      errors, non-2xx/3xx or bad responses, responses over WRK_TIMEOUT).
 # Per point: MB/s and req/s over the window (req/s = bytes / response size, the
@@ -262,10 +264,11 @@ fi
 
 # ---------------------------------------------------------------- points
 RESULTS=$OUT/scale-results.tsv
-printf 'server\tmode\tconns\twrk_threads\tramp_s\twindow_s\tmb_s\treq_s\tserver_cpu_s\tserver_util\tcpu_s_per_gb\tclient_util\terrors\tconn_spread\tcpu_spread_s\twrk_requests\tload1\tbound\ttcp_mem_pages\n' >"$RESULTS"
-# the kernel's TCP memory pressure threshold (tcp_mem[1]) and pages in use now
-TCP_PRESSURE=$(awk '{ print $2 }' /proc/sys/net/ipv4/tcp_mem)
+printf 'server\tmode\tconns\twrk_threads\tramp_s\twindow_s\tmb_s\treq_s\tserver_cpu_s\tserver_util\tcpu_s_per_gb\tclient_util\terrors\tconn_spread\tcpu_spread_s\twrk_requests\tload1\tbound\ttcp_mem_pages\ttcp_pressure\n' >"$RESULTS"
+# the kernel's TCP memory thresholds (tcp_mem, pages), and now: pages in use, pressure
+TCP_MEM=$(tr -s ' \t' ' ' </proc/sys/net/ipv4/tcp_mem)
 tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
+tcp_pressure() { awk '$1 == "TCP" { print $5 }' /proc/net/protocols; }
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 
@@ -308,7 +311,7 @@ load_summary() { # logfile key
 
 bench_point() { # server mode conns
   local s=$1 m=$2 c=$3 port threads eff logf wpid pids pids_after t_start ramp ts t0 t1 n
-  local srv0 srv1 wrk0 wrk1 rc0 rc1 w0 w1 cspread tmem load1 errors requests
+  local srv0 srv1 wrk0 wrk1 rc0 rc1 w0 w1 cspread tmem tpress load1 errors requests
   port=$(port_of "$s" "$m")
   threads=$(wrk_threads_for "$c")
   eff=$c
@@ -342,6 +345,7 @@ bench_point() { # server mode conns
   sleep_until "$(awk -v t="$t0" -v d="$DURATION" 'BEGIN { printf "%.6f", t + d / 2 }')"
   cspread=$(conn_spread "$s" "$m")
   tmem=$(tcp_mem_pages)
+  tpress=$(tcp_pressure)
   sleep_until "$ts"
   # shellcheck disable=SC2086
   { t1=$(now); srv1=$(cpu_ticks $pids); wrk1=$(cpu_ticks "$wpid"); rc1=$(load_bytes "$wpid" "$logf"); }
@@ -360,7 +364,7 @@ bench_point() { # server mode conns
   awk -v s="$s" -v m="$m" -v c="$c" -v th="$threads" -v ramp="$ramp" -v t0="$t0" -v t1="$t1" \
       -v srv="$((srv1 - srv0))" -v wrk="$((wrk1 - wrk0))" -v rb="$((rc1 - rc0))" -v hz="$CLK_TCK" \
       -v ns="$N_SERVER" -v nc="$N_CLIENT" -v errors="$errors" -v requests="$requests" \
-      -v resp="${RESP_BYTES[$s]}" -v cspread="$cspread" -v w0="$w0" -v w1="$w1" -v load1="$load1" -v tmem="${tmem:-0}" \
+      -v resp="${RESP_BYTES[$s]}" -v cspread="$cspread" -v w0="$w0" -v w1="$w1" -v load1="$load1" -v tmem="${tmem:-0}" -v tpress="${tpress:-n/a}" \
       -v sat="$SATURATION" 'BEGIN {
     win = t1 - t0
     mbs = rb / win / 1e6
@@ -376,12 +380,12 @@ bench_point() { # server mode conns
     cs = (lo == "") ? "n/a" : sprintf("%.1f/%.1f", lo, hi)
     su = cpu / win / ns; cu = cli / win / nc
     bound = (su >= sat) ? "server" : (cu >= sat) ? "client" : "neither"
-    printf "%s\t%s\t%d\t%d\t%s\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.3f\t%.2f\t%d\t%s\t%s\t%d\t%s\t%s\t%d\n",
-      s, m, c, th, ramp, win, mbs, rps, cpu, su, perg, cu, errors, cspread, cs, requests, load1, bound, tmem
+    printf "%s\t%s\t%d\t%d\t%s\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.3f\t%.2f\t%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n",
+      s, m, c, th, ramp, win, mbs, rps, cpu, su, perg, cu, errors, cspread, cs, requests, load1, bound, tmem, tpress
   }' >>"$RESULTS"
-  tail -n 1 "$RESULTS" | awk -F'\t' -v tp="$TCP_PRESSURE" '{
+  tail -n 1 "$RESULTS" | awk -F'\t' '{
     note = ($18 == "client") ? "  CLIENT-BOUND" : ($18 == "neither") ? "  (neither server nor client saturated)" : ""
-    if ($19 > tp) note = note "  TCP MEMORY PRESSURE"
+    if ($20 == "yes") note = note "  TCP MEMORY PRESSURE"
     printf "    %-5s %-5s c=%-5s %9s MB/s %9s req/s  server CPU %6s s (%3.0f%% of its CPUs)  %7s CPU-s/GB  client %3.0f%%  errors %s  conns/worker %s  CPU-s/worker %s  TCP mem %s pages  (ramp %s s)%s\n",
       $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $13, $14, $15, $19, $5, note }'
   ((errors == 0)) || warn "$s $m c=$c: $errors client errors (socket errors, bad responses, over $WRK_TIMEOUT), see $logf"
@@ -446,13 +450,13 @@ fi
   echo "- client: $CLIENT_DESC (T = CPUs in the client set, at most C), keep-alive, $NFILES files x ${FILE_MIB} MiB round-robin, loopback"
   echo "- window: ${DURATION} s, starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes the client read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
   echo "- per worker (min/max): connections halfway through the window (edge: \`edge_worker_open_connections\`, n/a when the binary lacks it or the scrape took over 5 s; nginx: ss per worker pid) and CPU seconds in the window (nginx worker processes; edge: the main thread, worker 0, and the \`edge-worker-N\` threads)"
-  echo "- TCP mem pages: the kernel's TCP memory halfway through the window (/proc/net/sockstat); its pressure threshold (tcp_mem[1]) is $TCP_PRESSURE pages, and above it the kernel cuts every socket's send buffer"
+  echo "- TCP mem pages: the kernel's TCP memory halfway through the window (/proc/net/sockstat), marked (pressure) when TCP was under memory pressure then (/proc/net/protocols); tcp_mem is $TCP_MEM pages: pressure starts above the second value and ends below the first, and while it lasts the kernel cuts every socket's send buffer"
   echo "- bound: server = the server used at least $SATURATION of its CPUs (the point measures the server), client = the client did while the server did not (it measures the client), neither = both below (something else held the CPUs back)"
   echo "- command: \`$COMMAND_LINE\`"
   echo
   echo "| server | mode | conns | MB/s | req/s | server CPU s | server CPU % of set | CPU s/GB | client CPU % of set | bound | errors | conns per worker | CPU s per worker | TCP mem pages |"
   echo "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|"
-  awk -F'\t' -v tp="$TCP_PRESSURE" 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %.0f%% | %s | %.0f%% | %s | %s | %s | %s | %s%s |\n", $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $18, $13, $14, $15, $19, ($19 > tp) ? " (pressure)" : "" }' "$RESULTS"
+  awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %.0f%% | %s | %.0f%% | %s | %s | %s | %s | %s%s |\n", $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $18, $13, $14, $15, $19, ($20 == "yes") ? " (pressure)" : "" }' "$RESULTS"
   if [[ -s $RATIOS ]]; then
     echo
     echo "| edge/nginx | conns | throughput (higher is better) | CPU s per GB (lower is better) |"
