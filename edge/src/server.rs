@@ -175,53 +175,24 @@ impl Running {
                 .transpose()?;
             let ctx = self.ctx.clone();
             let grace = self.grace;
-            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-            let worker = move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("cannot start a runtime: {e}")));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let listeners = std::iter::once((tls, true)).chain(http.map(|h| (h, false)));
-                    for (std_listener, is_tls) in listeners {
-                        match TcpListener::from_std(std_listener) {
-                            Ok(l) => {
-                                ctx.tasks.spawn(accept_loop(l, ctx.clone(), is_tls, i));
-                            }
-                            Err(e) => {
-                                let _ =
-                                    ready_tx.send(Err(format!("cannot register a listener: {e}")));
-                                return;
-                            }
+            spawn_runtime_thread(format!("edge-worker-{i}"), move |ready| async move {
+                let listeners = std::iter::once((tls, true)).chain(http.map(|h| (h, false)));
+                for (std_listener, is_tls) in listeners {
+                    match TcpListener::from_std(std_listener) {
+                        Ok(l) => {
+                            ctx.tasks.spawn(accept_loop(l, ctx.clone(), is_tls, i));
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(format!("cannot register a listener: {e}")));
+                            return;
                         }
                     }
-                    let _ = ready_tx.send(Ok(()));
-                    ctx.shutdown.cancelled().await;
-                    let _ = tokio::time::timeout(grace, ctx.tasks.wait()).await;
-                });
-            };
-            std::thread::Builder::new()
-                .name(format!("edge-worker-{i}"))
-                .spawn(worker)
-                .map_err(|e| {
-                    StartError::Worker(format!("worker {i}: cannot spawn a thread: {e}"))
-                })?;
-            // Start-up only: wait (briefly, blocking) until the worker listens.
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(msg)) => return Err(StartError::Worker(format!("worker {i}: {msg}"))),
-                Err(_) => {
-                    return Err(StartError::Worker(format!(
-                        "worker {i}: exited during start-up"
-                    )))
                 }
-            }
+                let _ = ready.send(Ok(()));
+                ctx.shutdown.cancelled().await;
+                let _ = tokio::time::timeout(grace, ctx.tasks.wait()).await;
+            })
+            .map_err(|msg| StartError::Worker(format!("worker {i}: {msg}")))?;
         }
         Ok(())
     }
@@ -522,41 +493,47 @@ fn spawn_admin(
     state: Arc<web_ui::AdminState>,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let admin = move || {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
+    spawn_runtime_thread("edge-admin".into(), move |ready| async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
             Err(e) => {
-                let _ = ready_tx.send(Err(format!("cannot start a runtime: {e}")));
+                let _ = ready.send(Err(format!("cannot register the listener: {e}")));
                 return;
             }
         };
-        rt.block_on(async move {
-            let listener = match TcpListener::from_std(listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("cannot register the listener: {e}")));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            if let Err(e) = web_ui::serve(listener, state, shutdown).await {
-                tracing::error!(error = %e, "admin listener failed");
-            }
-        });
+        let _ = ready.send(Ok(()));
+        if let Err(e) = web_ui::serve(listener, state, shutdown).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    })
+    .map_err(StartError::Admin)
+}
+
+/// Starts thread `name` running `body` on a single-threaded runtime of its own, and
+/// waits (start-up only: briefly, blocking) until `body` reports on the channel it is
+/// given that it is ready (`Ok`) or cannot start (`Err`, the message returned).
+fn spawn_runtime_thread<F, Fut>(name: String, body: F) -> Result<(), String>
+where
+    F: FnOnce(std::sync::mpsc::Sender<Result<(), String>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let run = move || match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(body(ready_tx)),
+        Err(e) => {
+            let _ = ready_tx.send(Err(format!("cannot start a runtime: {e}")));
+        }
     };
     std::thread::Builder::new()
-        .name("edge-admin".into())
-        .spawn(admin)
-        .map_err(|e| StartError::Admin(format!("cannot spawn a thread: {e}")))?;
-    // Start-up only: wait (briefly, blocking) until the admin plane listens.
+        .name(name)
+        .spawn(run)
+        .map_err(|e| format!("cannot spawn a thread: {e}"))?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(msg)) => Err(StartError::Admin(msg)),
-        Err(_) => Err(StartError::Admin("exited during start-up".into())),
+        Ok(result) => result,
+        Err(_) => Err("exited during start-up".into()),
     }
 }
 

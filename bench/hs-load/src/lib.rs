@@ -1,6 +1,6 @@
 //! Shared by the `hs-load`, `idle-conns` and `fetch-load` load generators: the
-//! `--insecure` certificate verifier, the response-head check and latency
-//! percentiles.
+//! `--insecure` certificate verifier, failure kinds, the response-head check and
+//! latency percentiles.
 
 #![forbid(unsafe_code)]
 
@@ -60,6 +60,158 @@ impl ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Why a connection failed; the load generators count failures per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The TCP connect (or binding its source address) failed.
+    Connect,
+    /// The TLS handshake failed (alert, reset or EOF during it, bad certificate), or
+    /// negotiated what the client cannot run.
+    Tls,
+    /// Reading or writing after the handshake failed (reset, EOF before the response
+    /// was complete, an alert).
+    Io,
+    /// Not done within the client's `--timeout`.
+    Timeout,
+    /// The response was not the expected `200` of its `Content-Length`, or a record
+    /// did not authenticate.
+    Response,
+}
+
+impl Failure {
+    /// Every kind, in the order of [`Failure::index`].
+    pub const ALL: [Failure; 5] = [
+        Failure::Connect,
+        Failure::Tls,
+        Failure::Io,
+        Failure::Timeout,
+        Failure::Response,
+    ];
+
+    /// Position in a per-kind counter array.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Name in the stderr breakdowns.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Tls => "tls",
+            Failure::Io => "io",
+            Failure::Timeout => "timeout",
+            Failure::Response => "response",
+        }
+    }
+}
+
+/// A failed connection: its kind and what went wrong.
+#[derive(Debug)]
+pub struct ConnError {
+    /// The counter it goes to.
+    pub kind: Failure,
+    /// Human-readable cause, for the samples on stderr.
+    pub msg: String,
+}
+
+impl ConnError {
+    /// A failure of `kind` caused by `e`.
+    pub fn new(kind: Failure, e: impl std::fmt::Display) -> Self {
+        ConnError {
+            kind,
+            msg: e.to_string(),
+        }
+    }
+}
+
+/// Runs a load generator's `run` on a tokio runtime of `threads` threads (1: a
+/// current-thread runtime, more: multi-thread) and turns its outcome into the exit
+/// status: `run`'s own, or 2 with `NAME: message` on stderr for bad arguments or a
+/// failed setup (the runtime's included).
+pub fn run_main(
+    name: &str,
+    threads: usize,
+    run: impl std::future::Future<Output = Result<std::process::ExitCode, String>>,
+) -> std::process::ExitCode {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// `--addr`, `--sni` and `--host`: the server and the names used with it.
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// Server address, HOST:PORT (resolved once).
+    #[arg(long)]
+    pub addr: String,
+    /// TLS server name (SNI).
+    #[arg(long, default_value = "localhost")]
+    pub sni: String,
+    /// Host header [default: the --sni name].
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+impl ServerArgs {
+    /// The target for requests of `path` ([`Target::new`]).
+    pub fn target(&self, path: &str) -> Result<Target, String> {
+        Target::new(&self.addr, &self.sni, self.host.as_deref(), path)
+    }
+}
+
+/// Where a load generator sends its requests, from `--addr`, `--sni`, `--host` and
+/// `--path`.
+pub struct Target {
+    /// `--addr`, resolved once.
+    pub addr: std::net::SocketAddr,
+    /// `--sni`.
+    pub server_name: ServerName<'static>,
+    /// `--host`, or the `--sni` name.
+    pub host: String,
+}
+
+impl Target {
+    /// Resolves and checks the arguments; the error names the argument.
+    pub fn new(addr: &str, sni: &str, host: Option<&str>, path: &str) -> Result<Self, String> {
+        use std::net::ToSocketAddrs;
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("--addr {addr}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--addr {addr}: no address"))?;
+        let server_name =
+            ServerName::try_from(sni.to_string()).map_err(|e| format!("--sni {sni}: {e}"))?;
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            return Err(format!(
+                "--path {path:?}: must start with / and hold no whitespace"
+            ));
+        }
+        Ok(Self {
+            addr: resolved,
+            server_name,
+            host: host.unwrap_or(sni).to_string(),
+        })
     }
 }
 

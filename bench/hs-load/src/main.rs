@@ -57,14 +57,14 @@
 use std::fmt::Display;
 use std::fs;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use hs_load::{micros, percentile_ms};
+use hs_load::{micros, percentile_ms, ConnError, Failure, Target};
 use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -193,68 +193,6 @@ struct Plan {
     timeout: Duration,
 }
 
-/// Why a connection failed; counted per kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Failure {
-    /// TCP connect failed (refused, unreachable).
-    Connect,
-    /// The TLS handshake failed (alert, reset or EOF during it, bad certificate).
-    Tls,
-    /// Reading or writing after the handshake failed (reset, EOF before the response
-    /// was complete).
-    Io,
-    /// The connection did not finish within `--timeout`.
-    Timeout,
-    /// The response was not a complete `200`.
-    Status,
-}
-
-impl Failure {
-    /// Every kind, in the order of [`Failure::index`].
-    const ALL: [Failure; 5] = [
-        Failure::Connect,
-        Failure::Tls,
-        Failure::Io,
-        Failure::Timeout,
-        Failure::Status,
-    ];
-
-    /// Position in a per-kind counter array.
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Name in the stderr breakdown.
-    fn name(self) -> &'static str {
-        match self {
-            Failure::Connect => "connect",
-            Failure::Tls => "tls",
-            Failure::Io => "io",
-            Failure::Timeout => "timeout",
-            Failure::Status => "status",
-        }
-    }
-}
-
-/// A failed connection: its kind and what went wrong.
-#[derive(Debug)]
-struct ConnError {
-    /// The counter it goes to.
-    kind: Failure,
-    /// Human-readable cause, for the samples on stderr.
-    msg: String,
-}
-
-impl ConnError {
-    /// A failure of `kind` caused by `e`.
-    fn new(kind: Failure, e: impl Display) -> Self {
-        ConnError {
-            kind,
-            msg: e.to_string(),
-        }
-    }
-}
-
 /// One completed connection.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
@@ -369,27 +307,8 @@ impl Stats {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut builder = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(args.threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("hs-load: runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("hs-load: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let threads = args.threads;
+    hs_load::run_main("hs-load", threads, run(args))
 }
 
 /// Runs the load described by `args` and prints the result line; `Err` for bad
@@ -404,21 +323,11 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     if args.clk_tck == 0 {
         return Err("--clk-tck must be positive".into());
     }
-    let addr = args
-        .addr
-        .to_socket_addrs()
-        .map_err(|e| format!("--addr {}: {e}", args.addr))?
-        .next()
-        .ok_or_else(|| format!("--addr {}: no address", args.addr))?;
-    let server_name =
-        ServerName::try_from(args.sni.clone()).map_err(|e| format!("--sni {}: {e}", args.sni))?;
-    let host = args.host.as_deref().unwrap_or(&args.sni);
-    if !args.path.starts_with('/') || args.path.contains(char::is_whitespace) {
-        return Err(format!(
-            "--path {:?}: must start with / and hold no spaces",
-            args.path
-        ));
-    }
+    let Target {
+        addr,
+        server_name,
+        host,
+    } = Target::new(&args.addr, &args.sni, args.host.as_deref(), &args.path)?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
         args.path
@@ -668,7 +577,7 @@ async fn exchange(
         }
     };
     let req = start.elapsed();
-    check_response(buf).map_err(|m| ConnError::new(Failure::Status, m))?;
+    check_response(buf).map_err(|m| ConnError::new(Failure::Response, m))?;
     let sample = Sample {
         hs,
         req,

@@ -65,10 +65,9 @@
 #![forbid(unsafe_code)]
 
 use std::cell::RefCell;
-use std::fmt::Display;
 use std::io::{self, ErrorKind};
 use std::mem::MaybeUninit;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -76,7 +75,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Parser};
-use hs_load::{check_head, micros, percentile_ms, AcceptAnyCert, MAX_HEAD_BYTES};
+use hs_load::{
+    check_head, micros, percentile_ms, AcceptAnyCert, ConnError, Failure, ServerArgs, Target,
+    MAX_HEAD_BYTES,
+};
 use rustls::client::Resumption;
 use rustls::crypto::cipher::{
     InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
@@ -112,9 +114,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(10);
     group(ArgGroup::new("transport").required(true).args(["plain", "tls"]))
 )]
 struct Args {
-    /// Server address, HOST:PORT (resolved once).
-    #[arg(long)]
-    addr: String,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Connections kept busy.
     #[arg(long)]
     conns: usize,
@@ -125,12 +126,6 @@ struct Args {
     /// are still verified).
     #[arg(long)]
     tls: bool,
-    /// TLS server name (SNI).
-    #[arg(long, default_value = "localhost")]
-    sni: String,
-    /// Host header [default: the --sni name].
-    #[arg(long)]
-    host: Option<String>,
     /// Request path; `%03d` is replaced by the file number.
     #[arg(long, default_value = "/seg_%03d.ts")]
     path: String,
@@ -157,71 +152,9 @@ struct Args {
     threads: usize,
 }
 
-/// Why a connection failed; counted per kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Failure {
-    /// The TCP connect failed.
-    Connect,
-    /// The TLS handshake failed, or negotiated something this client cannot run.
-    Tls,
-    /// Reading or writing failed, or the server closed the connection.
-    Io,
-    /// A response took longer than `--timeout`.
-    Timeout,
-    /// The response was not a complete keep-alive `200`, or a record did not
-    /// authenticate.
-    Response,
-}
-
-impl Failure {
-    /// Every kind, in the order of [`Failure::index`].
-    const ALL: [Failure; 5] = [
-        Failure::Connect,
-        Failure::Tls,
-        Failure::Io,
-        Failure::Timeout,
-        Failure::Response,
-    ];
-
-    /// Position in a per-kind counter array.
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Name in the stderr breakdown.
-    fn name(self) -> &'static str {
-        match self {
-            Failure::Connect => "connect",
-            Failure::Tls => "tls",
-            Failure::Io => "io",
-            Failure::Timeout => "timeout",
-            Failure::Response => "response",
-        }
-    }
-}
-
-/// A failed connection: its kind and what went wrong.
-#[derive(Debug)]
-struct ConnError {
-    /// The counter it goes to.
-    kind: Failure,
-    /// Human-readable cause, for the samples on stderr.
-    msg: String,
-}
-
-impl ConnError {
-    /// A failure of `kind` caused by `e`.
-    fn new(kind: Failure, e: impl Display) -> Self {
-        ConnError {
-            kind,
-            msg: e.to_string(),
-        }
-    }
-
-    /// A read or write error (EOF included).
-    fn io(e: io::Error) -> Self {
-        Self::new(Failure::Io, e)
-    }
+/// A read or write error (EOF included) as a failure.
+fn io_error(e: io::Error) -> ConnError {
+    ConnError::new(Failure::Io, e)
 }
 
 /// Running totals, shared by every connection.
@@ -290,27 +223,10 @@ struct Plan {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut builder = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(args.threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fetch-load: runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("fetch-load: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let threads = args.threads;
+    hs_load::run_main("fetch-load", threads, async move {
+        run(args).await.map(|()| ExitCode::SUCCESS)
+    })
 }
 
 /// Runs the load until the end; `Err` for bad arguments or a failed setup.
@@ -324,21 +240,11 @@ async fn run(args: Args) -> Result<(), String> {
         .duration
         .map(|d| secs_arg("--duration", d))
         .transpose()?;
-    let addr = args
-        .addr
-        .to_socket_addrs()
-        .map_err(|e| format!("--addr {}: {e}", args.addr))?
-        .next()
-        .ok_or_else(|| format!("--addr {}: no address", args.addr))?;
-    let server_name =
-        ServerName::try_from(args.sni.clone()).map_err(|e| format!("--sni {}: {e}", args.sni))?;
-    let host = args.host.as_deref().unwrap_or(&args.sni);
-    if !args.path.starts_with('/') || args.path.contains(char::is_whitespace) {
-        return Err(format!(
-            "--path {:?}: must start with / and hold no whitespace",
-            args.path
-        ));
-    }
+    let Target {
+        addr,
+        server_name,
+        host,
+    } = args.server.target(&args.path)?;
     let requests = (0..args.nfiles)
         .map(|k| {
             let path = args.path.replace("%03d", &format!("{k:03}"));
@@ -572,7 +478,7 @@ async fn fetch_plain(
     request: &[u8],
     totals: &Totals,
 ) -> Result<(), ConnError> {
-    tcp.write_all(request).await.map_err(ConnError::io)?;
+    tcp.write_all(request).await.map_err(io_error)?;
     let mut head = [0u8; 2048];
     let mut filled = 0;
     let (head_end, body_len) = loop {
@@ -582,7 +488,7 @@ async fn fetch_plain(
                 "response head over 2 KiB",
             ));
         }
-        let n = tcp.read(&mut head[filled..]).await.map_err(ConnError::io)?;
+        let n = tcp.read(&mut head[filled..]).await.map_err(io_error)?;
         if n == 0 {
             return Err(ConnError::new(Failure::Io, "EOF in the response head"));
         }
@@ -602,7 +508,7 @@ async fn fetch_plain(
     }
     discard(tcp, body_len - early, totals)
         .await
-        .map_err(ConnError::io)
+        .map_err(io_error)
 }
 
 /// Position just past the `\r\n\r\n` that ends a response head.
@@ -725,7 +631,7 @@ impl TlsRecords {
             .map_err(|e| ConnError::new(Failure::Tls, e))?
             .encode();
         self.write_seq += 1;
-        self.tcp.write_all(&wire).await.map_err(ConnError::io)?;
+        self.tcp.write_all(&wire).await.map_err(io_error)?;
 
         // Taken out of `self` while records are read into `self.record`.
         let mut head = std::mem::take(&mut self.head);
@@ -764,7 +670,7 @@ impl TlsRecords {
             if plaintext < remaining {
                 discard(&self.tcp, len as u64, totals)
                     .await
-                    .map_err(ConnError::io)?;
+                    .map_err(io_error)?;
                 self.read_seq += 1;
                 remaining -= plaintext;
             } else {
@@ -784,10 +690,7 @@ impl TlsRecords {
     /// Reads a record header; returns its payload length.
     async fn read_header(&mut self, totals: &Totals) -> Result<usize, ConnError> {
         let mut header = [0u8; RECORD_HEADER];
-        self.tcp
-            .read_exact(&mut header)
-            .await
-            .map_err(ConnError::io)?;
+        self.tcp.read_exact(&mut header).await.map_err(io_error)?;
         totals.bytes.fetch_add(RECORD_HEADER as u64, Relaxed);
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
         if header[0] != u8::from(ContentType::ApplicationData) || len > MAX_RECORD_PAYLOAD {
@@ -804,7 +707,7 @@ impl TlsRecords {
     /// or another type is an error.
     async fn read_record(&mut self, len: usize, totals: &Totals) -> Result<&[u8], ConnError> {
         let payload = &mut self.record[..len];
-        self.tcp.read_exact(payload).await.map_err(ConnError::io)?;
+        self.tcp.read_exact(payload).await.map_err(io_error)?;
         totals.bytes.fetch_add(len as u64, Relaxed);
         let opaque = InboundOpaqueMessage::new(
             ContentType::ApplicationData,

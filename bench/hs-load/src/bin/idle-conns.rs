@@ -44,16 +44,15 @@
 
 #![forbid(unsafe_code)]
 
-use std::fmt::Display;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Parser};
-use hs_load::{check_head, MAX_HEAD_BYTES};
+use hs_load::{check_head, ConnError, Failure, ServerArgs, Target, MAX_HEAD_BYTES};
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -75,9 +74,8 @@ const MAX_LOCAL_IPS: usize = 65_536;
     group(ArgGroup::new("transport").required(true).args(["plain", "insecure"]))
 )]
 struct Args {
-    /// Server address, HOST:PORT (resolved once).
-    #[arg(long)]
-    addr: String,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Connections to open.
     #[arg(long)]
     conns: usize,
@@ -87,12 +85,6 @@ struct Args {
     /// TLS, accepting any server certificate (handshake signatures are still verified).
     #[arg(long)]
     insecure: bool,
-    /// TLS server name (SNI).
-    #[arg(long, default_value = "localhost")]
-    sni: String,
-    /// Host header [default: the --sni name].
-    #[arg(long)]
-    host: Option<String>,
     /// Path requested once on every connection.
     #[arg(long, default_value = "/")]
     path: String,
@@ -111,67 +103,6 @@ struct Args {
     /// Runtime threads: 1 is a current-thread runtime, more a multi-thread runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-}
-
-/// Why a connection failed; counted per kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Failure {
-    /// Binding the source address or the TCP connect failed.
-    Connect,
-    /// The TLS handshake failed.
-    Tls,
-    /// Reading or writing after the handshake failed.
-    Io,
-    /// Not open within `--timeout`.
-    Timeout,
-    /// The response was not a complete keep-alive `200`.
-    Response,
-}
-
-impl Failure {
-    /// Every kind, in the order of [`Failure::index`].
-    const ALL: [Failure; 5] = [
-        Failure::Connect,
-        Failure::Tls,
-        Failure::Io,
-        Failure::Timeout,
-        Failure::Response,
-    ];
-
-    /// Position in a per-kind counter array.
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Name in the stderr breakdown.
-    fn name(self) -> &'static str {
-        match self {
-            Failure::Connect => "connect",
-            Failure::Tls => "tls",
-            Failure::Io => "io",
-            Failure::Timeout => "timeout",
-            Failure::Response => "response",
-        }
-    }
-}
-
-/// A failed connection: its kind and what went wrong.
-#[derive(Debug)]
-struct ConnError {
-    /// The counter it goes to.
-    kind: Failure,
-    /// Human-readable cause, for the samples on stderr.
-    msg: String,
-}
-
-impl ConnError {
-    /// A failure of `kind` caused by `e`.
-    fn new(kind: Failure, e: impl Display) -> Self {
-        ConnError {
-            kind,
-            msg: e.to_string(),
-        }
-    }
 }
 
 /// What every connection shares.
@@ -194,27 +125,8 @@ struct Plan {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut builder = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(args.threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("idle-conns: runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("idle-conns: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let threads = args.threads;
+    hs_load::run_main("idle-conns", threads, run(args))
 }
 
 /// Opens, reports, holds; `Err` for bad arguments or a failed setup.
@@ -224,21 +136,11 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     }
     let timeout = secs_arg("--timeout", args.timeout)?;
     let hold = args.hold.map(|h| secs_arg("--hold", h)).transpose()?;
-    let addr = args
-        .addr
-        .to_socket_addrs()
-        .map_err(|e| format!("--addr {}: {e}", args.addr))?
-        .next()
-        .ok_or_else(|| format!("--addr {}: no address", args.addr))?;
-    let server_name =
-        ServerName::try_from(args.sni.clone()).map_err(|e| format!("--sni {}: {e}", args.sni))?;
-    let host = args.host.as_deref().unwrap_or(&args.sni);
-    if !args.path.starts_with('/') || args.path.contains(char::is_whitespace) {
-        return Err(format!(
-            "--path {:?}: must start with / and hold no spaces",
-            args.path
-        ));
-    }
+    let Target {
+        addr,
+        server_name,
+        host,
+    } = args.server.target(&args.path)?;
     let local_ips = match &args.local_ips {
         Some(s) => parse_local_ips(s)?,
         None => Vec::new(),
