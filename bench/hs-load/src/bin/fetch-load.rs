@@ -254,9 +254,11 @@ async fn run(args: Args) -> Result<(), String> {
     let plan = Arc::new(Plan {
         addr,
         server_name,
-        tls: args
-            .tls
-            .then(|| TlsConnector::from(Arc::new(client_config()))),
+        tls: if args.tls {
+            Some(TlsConnector::from(Arc::new(client_config()?)))
+        } else {
+            None
+        },
         requests,
         timeout,
         connecting: Semaphore::new(args.concurrency),
@@ -393,12 +395,9 @@ async fn connection(plan: Arc<Plan>, i: usize, mut stop: watch::Receiver<bool>) 
                 continue;
             }
         };
-        plan.totals.open.fetch_add(1, Relaxed);
+        let open_count = OpenCount::new(&plan.totals.open);
         tokio::select! {
-            _ = stop.changed() => {
-                plan.totals.open.fetch_sub(1, Relaxed);
-                return;
-            }
+            _ = stop.changed() => return,
             _ = go.wait_for(|g| *g) => {}
         }
         loop {
@@ -406,10 +405,7 @@ async fn connection(plan: Arc<Plan>, i: usize, mut stop: watch::Receiver<bool>) 
                 tokio::time::timeout(plan.timeout, conn.fetch(&plan.requests[file], &plan.totals));
             let sent = Instant::now();
             let done = tokio::select! {
-                _ = stop.changed() => {
-                    plan.totals.open.fetch_sub(1, Relaxed);
-                    return;
-                }
+                _ = stop.changed() => return,
                 r = fetch => r,
             };
             let failed = match done {
@@ -430,8 +426,24 @@ async fn connection(plan: Arc<Plan>, i: usize, mut stop: watch::Receiver<bool>) 
             plan.totals.failed(&failed);
             break;
         }
-        plan.totals.open.fetch_sub(1, Relaxed);
+        drop(open_count);
         tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// Counts a connection in [`Totals::open`] while it lives.
+struct OpenCount<'a>(&'a AtomicU64);
+
+impl<'a> OpenCount<'a> {
+    fn new(open: &'a AtomicU64) -> Self {
+        open.fetch_add(1, Relaxed);
+        Self(open)
+    }
+}
+
+impl Drop for OpenCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -744,21 +756,21 @@ fn secs_arg(name: &str, v: f64) -> Result<Duration, String> {
 }
 
 /// TLS 1.3 only, `TLS_AES_256_GCM_SHA384` only, ALPN http/1.1, any certificate, no
-/// resumption, secret extraction on.
-fn client_config() -> ClientConfig {
+/// resumption, secret extraction on. `Err` if the crypto provider refuses TLS 1.3.
+fn client_config() -> Result<ClientConfig, String> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites = vec![rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384];
     let provider = Arc::new(provider);
     let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("ring supports TLS 1.3")
+        .map_err(|e| format!("TLS 1.3 client config: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.resumption = Resumption::disabled();
     config.enable_secret_extraction = true;
-    config
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -827,7 +839,7 @@ mod tests {
     /// A client connection to `addr` through this program's record layer.
     async fn tls_client(addr: SocketAddr) -> TlsRecords {
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let connector = TlsConnector::from(Arc::new(client_config()));
+        let connector = TlsConnector::from(Arc::new(client_config().unwrap()));
         let tls = connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
