@@ -14,14 +14,21 @@
 #             client core a fraction of what they cost the server and the flood's wrk
 #             gets most of that core; wrk = wrk --latency, which decrypts and copies
 #             every byte and takes most of the client core itself;
-#   flood     the same keep-alive load PLUS, from 1 s before it starts to 1 s after it
-#             ends, a second wrk with FLOOD_CONNS (256) connections doing
-#             connection-per-request over HTTPS (`-H 'Connection: close'`: TCP
-#             connect, full TLS handshake, GET /small.bin (1 KiB), close, again), also
-#             --latency. wrk times a request from its write, after the handshake, so
-#             the flood's p50 is how long a new viewer waits for its first byte once
-#             connected, and the keep-alive p50/p99 how the storm slows the viewers
-#             who were already there.
+#   flood     the same keep-alive load, FLOOD_MARGIN + DURATION + FLOOD_MARGIN s long,
+#             and from FLOOD_MARGIN s into it, for DURATION s, a second wrk with
+#             FLOOD_CONNS (256) connections doing connection-per-request over HTTPS
+#             (`-H 'Connection: close'`: TCP connect, full TLS handshake, GET
+#             /small.bin (1 KiB), close, again), also --latency. wrk times a request
+#             from its write, after the handshake, so the flood's p50 is how long a new
+#             viewer waits for its first byte once connected, and the keep-alive
+#             p50/p99 how the storm slows the viewers who were already there.
+#             fetch-load records only the viewers' responses completed while the
+#             flood runs (--record-from/--record-until; wrk as the viewers' client
+#             records the margins too). Every flood request meets the viewers: with
+#             the flood running alone, even for a second, its wrk counts thousands of
+#             fast requests that say nothing about the storm (an earlier version of
+#             this script ran the flood 1 s longer on each side, and most of its
+#             requests were those).
 # Both clients are pinned to CLIENT_CPUS; the server's CPU seconds (utime+stime of its
 # processes, /proc/PID/stat) are read around each phase.
 #
@@ -36,7 +43,7 @@
 #
 # Usage (from anywhere; run as root or have nginx/wrk/openssl/curl installed):
 #   cargo build --release -p edge -p hs-load      # once; the script never runs cargo
-#   bench/storm-bench.sh                          # 2 servers x (2 + 10 + 12) s (~1 min)
+#   bench/storm-bench.sh                          # 2 servers x (2 + 10 + 1 + 12) s (~1 min)
 #   DURATION=3 WARMUP=1 bench/storm-bench.sh      # quick check
 #   SERVER_CPUS=0-3 CLIENT_CPUS=4-15 bench/storm-bench.sh   # 16-core machine
 #
@@ -44,7 +51,8 @@
 #   OUT               work/output dir [<repo>/bench/out] (gitignored)
 #   EDGE_BIN          edge binary [${CARGO_TARGET_DIR:-<repo>/target}/release/edge]
 #   SERVERS           in this order ["nginx edge"]
-#   DURATION          seconds of each measured keep-alive run [10]
+#   DURATION          seconds of each measured keep-alive run and of the flood [10]
+#   FLOOD_MARGIN      seconds the keep-alive load runs before and after the flood [1]
 #   WARMUP            unmeasured keep-alive seconds before the baseline, 0 = none [2]
 #   KA_CONNS          keep-alive connections [64]
 #   FLOOD_CONNS       connection-per-request connections [256]
@@ -88,6 +96,7 @@ OUT=${OUT:-$ROOT/bench/out}
 EDGE_BIN=${EDGE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/edge}
 SERVERS=${SERVERS:-nginx edge}
 DURATION=${DURATION:-10}
+FLOOD_MARGIN=${FLOOD_MARGIN:-1}
 WARMUP=${WARMUP:-2}
 KA_CONNS=${KA_CONNS:-64}
 KA_LOAD=${KA_LOAD:-fetch}
@@ -184,11 +193,15 @@ START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 URL_KA=""
 PORT_KA=""
 
-ka_wrk() { # seconds logfile [--latency] -> runs in the background, pid in $!
+# seconds logfile [--latency [FROM UNTIL]] -> runs in the background, pid in $!; FROM
+# UNTIL: fetch-load records the latencies of responses completed in that window (s)
+ka_wrk() {
   if [[ $KA_LOAD == fetch ]]; then
+    local window=()
+    [[ -n ${4:-} ]] && window=(--record-from "$4" --record-until "$5")
     taskset -c "$CLIENT_CPUS" "$FETCH_LOAD_BIN" --addr "$HOST:$PORT_KA" --tls --conns "$KA_CONNS" \
       --threads "$KA_THREADS" --path /seg_%03d.ts --nfiles "$NFILES" --timeout "${WRK_TIMEOUT%s}" \
-      --duration "$1" >"$2" 2>&1 &
+      --duration "$1" "${window[@]}" >"$2" 2>&1 &
   else
     taskset -c "$CLIENT_CPUS" "$WRK" -t "$KA_THREADS" -c "$KA_CONNS" -d "$1s" --timeout "$WRK_TIMEOUT" ${3:+"$3"} \
       -s "$OUT/storm.lua" "$URL_KA" -- /seg_%03d.ts "$NFILES" >"$2" 2>&1 &
@@ -247,21 +260,24 @@ bench_server() { # server
   t1=$(cpu_ticks $pids)
   base=$(wrk_summary "$logb")
 
-  # flood: connection-per-request from 1 s before the keep-alive run to 1 s after it
+  # flood: the keep-alive load runs FLOOD_MARGIN s longer on each side than the
+  # connection-per-request flood, which runs DURATION s inside it, so that every
+  # flood request meets the viewers; fetch-load records only the viewers' responses
+  # completed while the flood runs (wrk as the viewers' client records all)
   sleep 1
   logk=$OUT/logs/storm-wrk-$s-ka-flood.txt
   logf=$OUT/logs/storm-wrk-$s-flood.txt
+  ka_wrk $((DURATION + 2 * FLOOD_MARGIN)) "$logk" --latency "$FLOOD_MARGIN" $((FLOOD_MARGIN + DURATION))
+  CLIENT[ka]=$!
+  sleep "$FLOOD_MARGIN"
   # shellcheck disable=SC2086
   f0=$(cpu_ticks $pids)
-  flood_wrk $((DURATION + 2)) "$logf"
+  flood_wrk "$DURATION" "$logf"
   CLIENT[flood]=$!
-  sleep 1
-  ka_wrk "$DURATION" "$logk" --latency
-  CLIENT[ka]=$!
-  wait_client ka "$logk"
   wait_client flood "$logf"
   # shellcheck disable=SC2086
   f1=$(cpu_ticks $pids)
+  wait_client ka "$logk"
   ka=$(wrk_summary "$logk")
   flood=$(wrk_summary "$logf" rps)
   stop_servers
@@ -317,7 +333,7 @@ MD=$OUT/storm-results.md
   echo "- host: $KERNEL, nproc $NPROC ($CPU_MODEL)"
   echo "- CPU sets: server \`taskset -c $SERVER_CPUS\` ($N_SERVER CPUs), both clients \`taskset -c $CLIENT_CPUS\` ($N_CLIENT CPUs)"
   echo "- nginx: $NGINX_VERSION, \`worker_processes $WORKERS\`, reuseport, sendfile, access_log off; edge: $EDGE_VERSION, \`EDGE_WORKER_THREADS=$WORKERS\`; HTTPS (TLS 1.2/1.3, ECDSA P-256), no kTLS"
-  echo "- keep-alive: $KA_DESC, $NFILES files x ${FILE_MIB} MiB round-robin; flood: wrk \`-t $FLOOD_THREADS -c $FLOOD_CONNS -H 'Connection: close' --latency\` on /small.bin (1 KiB), from 1 s before to 1 s after the keep-alive run; wrk times requests from the write, after the handshake"
+  echo "- keep-alive: $KA_DESC, $NFILES files x ${FILE_MIB} MiB round-robin; flood: wrk \`-t $FLOOD_THREADS -c $FLOOD_CONNS -H 'Connection: close' --latency\` on /small.bin (1 KiB), for ${DURATION} s starting ${FLOOD_MARGIN} s into a keep-alive run $((DURATION + 2 * FLOOD_MARGIN)) s long (fetch-load records the viewers' responses completed while the flood runs); wrk times requests from the write, after the handshake"
   echo "- command: \`$COMMAND_LINE\`"
   echo
   echo "| server | keep-alive p50 ms base | keep-alive p99 ms base | MB/s base | keep-alive p50 ms flood | keep-alive p99 ms flood | p99 flood/base | MB/s flood | flood p50 ms | flood p99 ms | flood req/s | flood errors | server CPU s base / flood |"

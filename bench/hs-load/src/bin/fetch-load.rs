@@ -6,6 +6,7 @@
 //! fetch-load --addr 127.0.0.1:PORT --conns C (--plain | --tls) [--threads 1]
 //!            [--path /seg_%03d.ts] [--nfiles 32] [--sni localhost] [--host HOST]
 //!            [--stats FILE] [--duration SECS] [--timeout 60] [--concurrency 256]
+//!            [--record-from SECS] [--record-until SECS]
 //! ```
 //!
 //! Why: wrk copies every body byte into userspace and, over HTTPS, decrypts it, so on
@@ -52,8 +53,12 @@
 //! The run ends after `--duration` seconds, or on SIGINT or SIGTERM; then the same
 //! line goes to stdout with `secs=S` (from start to end) and `p50_ms=.. p99_ms=..`
 //! added: the latency of the responses completed after the ramp, each from its
-//! request's write to its body's last byte (nearest rank; 0 when none), and a
-//! per-kind breakdown of the errors with up to ten sample messages goes to stderr.
+//! request's write to its body's last byte (nearest rank; 0 when none), and
+//! `recorded=N`, how many latencies that is. `--record-from` and `--record-until`
+//! narrow it to the responses completed in that window, in seconds from the start
+//! (the clock `--duration` runs on): `bench/storm-bench.sh` times the viewers only
+//! while its flood runs. A per-kind breakdown of the errors with up to ten sample
+//! messages goes to stderr.
 //!
 //! Descriptors: one per connection; run it with a soft `RLIMIT_NOFILE` above
 //! `--conns`. Memory: about 18 KiB per HTTPS connection (one record buffer), 2 KiB per
@@ -150,6 +155,13 @@ struct Args {
     /// Runtime threads: 1 is a current-thread runtime, more a multi-thread runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Record the latencies of responses completed from this many seconds after the
+    /// start.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    record_from: f64,
+    /// ... until this many seconds after the start [default: to the end].
+    #[arg(long, value_name = "SECS")]
+    record_until: Option<f64>,
 }
 
 /// A read or write error (EOF included) as a failure.
@@ -217,6 +229,10 @@ struct Plan {
     ramped: AtomicU64,
     /// Turns true when the requests start.
     go: watch::Sender<bool>,
+    /// The run's start.
+    started: Instant,
+    /// Latencies of responses completed in this span after `started` are recorded.
+    record: std::ops::Range<Duration>,
     /// The counters.
     totals: Totals,
 }
@@ -240,6 +256,19 @@ async fn run(args: Args) -> Result<(), String> {
         .duration
         .map(|d| secs_arg("--duration", d))
         .transpose()?;
+    // 0 (the default) records from the start; otherwise a positive number of seconds.
+    let record_from = if args.record_from == 0.0 {
+        Duration::ZERO
+    } else {
+        secs_arg("--record-from", args.record_from)?
+    };
+    let record_until = match args.record_until {
+        Some(until) => secs_arg("--record-until", until)?,
+        None => Duration::MAX,
+    };
+    if record_until <= record_from {
+        return Err("--record-until must be after --record-from".into());
+    }
     let Target {
         addr,
         server_name,
@@ -265,10 +294,12 @@ async fn run(args: Args) -> Result<(), String> {
         conns: args.conns,
         ramped: AtomicU64::new(0),
         go: watch::Sender::new(false),
+        started: Instant::now(),
+        record: record_from..record_until,
         totals: Totals::default(),
     });
 
-    let started = Instant::now();
+    let started = plan.started;
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.conns {
@@ -305,10 +336,11 @@ async fn run(args: Args) -> Result<(), String> {
     );
     latencies.sort_unstable();
     println!(
-        "{} secs={secs:.3} p50_ms={:.2} p99_ms={:.2}",
+        "{} secs={secs:.3} p50_ms={:.2} p99_ms={:.2} recorded={}",
         totals.line(),
         percentile_ms(&latencies, 50.0),
-        percentile_ms(&latencies, 99.0)
+        percentile_ms(&latencies, 99.0),
+        latencies.len()
     );
     for kind in Failure::ALL {
         let n = totals.errors[kind.index()].load(Relaxed);
@@ -411,11 +443,13 @@ async fn connection(plan: Arc<Plan>, i: usize, mut stop: watch::Receiver<bool>) 
             let failed = match done {
                 Ok(Ok(())) => {
                     let latency = micros(sent.elapsed());
-                    plan.totals
-                        .latencies_us
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(latency);
+                    if plan.record.contains(&plan.started.elapsed()) {
+                        plan.totals
+                            .latencies_us
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(latency);
+                    }
                     plan.totals.responses.fetch_add(1, Relaxed);
                     file = (file + 1) % plan.requests.len();
                     continue;
