@@ -195,6 +195,7 @@ struct RawLimits {
     lingering_close_secs: u64,
     max_tls_handshakes_per_worker: usize,
     tls_handshakes_per_turn: usize,
+    tls_body_buffers_per_turn: usize,
 }
 
 impl Default for RawLimits {
@@ -214,6 +215,7 @@ impl Default for RawLimits {
             lingering_close_secs: 5,
             max_tls_handshakes_per_worker: 256,
             tls_handshakes_per_turn: 4,
+            tls_body_buffers_per_turn: 2,
         }
     }
 }
@@ -619,6 +621,10 @@ pub struct Limits {
     pub max_tls_handshakes_per_worker: NonZeroUsize,
     /// ClientHellos one worker answers per turn of its event loop.
     pub tls_handshakes_per_turn: NonZeroUsize,
+    /// While a worker has TLS handshakes in progress, userspace-TLS body buffers one
+    /// connection encrypts per turn before the worker's other tasks get theirs (0: no
+    /// bound).
+    pub tls_body_buffers_per_turn: usize,
 }
 
 /// Validated TLS settings.
@@ -884,6 +890,15 @@ impl RawConfig {
                 ),
             ));
         }
+        if l.tls_body_buffers_per_turn > 65_536 {
+            return Err(invalid(
+                "limits.tls_body_buffers_per_turn",
+                format!(
+                    "{} is out of range: use 0..=65536 (0: no bound)",
+                    l.tls_body_buffers_per_turn
+                ),
+            ));
+        }
         if l.min_send_rate_bytes_per_sec > 1 << 30 {
             return Err(invalid(
                 "limits.min_send_rate_bytes_per_sec",
@@ -956,6 +971,7 @@ impl RawConfig {
             max_tls_handshakes_per_worker: nz(l.max_tls_handshakes_per_worker)
                 .expect("checked above"),
             tls_handshakes_per_turn: nz(l.tls_handshakes_per_turn).expect("checked above"),
+            tls_body_buffers_per_turn: l.tls_body_buffers_per_turn,
         };
 
         let t = self.tls;
@@ -1595,6 +1611,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("limits.header_read_timeout_secs"), "{e}");
+        let e = load("[limits]\ntls_body_buffers_per_turn = 70000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.tls_body_buffers_per_turn"), "{e}");
+        let c = load("[limits]\ntls_body_buffers_per_turn = 0\n").unwrap();
+        assert_eq!(c.limits.tls_body_buffers_per_turn, 0);
         let e = load("[cors]\nallowed_origins = [\"*\", \"https://a\"]\n")
             .unwrap_err()
             .to_string();

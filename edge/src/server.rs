@@ -33,7 +33,9 @@ use crate::offload::{self, Handover, KtlsSupport};
 use crate::streams::Catalog;
 use crate::tls::{self, TlsError};
 use crate::tls_session;
-use crate::transport::{BufferPool, KtlsTransport, PlainTransport, RustlsTransport};
+use crate::transport::{
+    BufferPool, Handshaking, HandshakingGuard, KtlsTransport, PlainTransport, RustlsTransport,
+};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -689,15 +691,20 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// Counts a handshake in progress until it is over (either way).
+/// Counts a handshake in progress, in metrics and in its worker's [`Handshaking`],
+/// until it is over (either way).
 struct HandshakeGuard<'a> {
     metrics: &'a Metrics,
+    _worker: HandshakingGuard,
 }
 
 impl<'a> HandshakeGuard<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
+    fn new(metrics: &'a Metrics, worker: &Handshaking) -> Self {
         metrics.handshakes_in_progress.inc();
-        Self { metrics }
+        Self {
+            metrics,
+            _worker: worker.begin(),
+        }
     }
 }
 
@@ -712,6 +719,9 @@ impl<'a> HandshakeGuard<'a> {
 ///
 /// Per worker: every task touching it runs on that worker's thread.
 struct HandshakeTurns {
+    /// This worker's handshakes in progress, from the ClientHello on (bodies on the
+    /// worker share their turn while there are any).
+    handshaking: Handshaking,
     permits: Semaphore,
     per_turn: usize,
     waiting: std::sync::atomic::AtomicUsize,
@@ -721,6 +731,7 @@ struct HandshakeTurns {
 impl HandshakeTurns {
     fn new(per_turn: usize) -> Self {
         Self {
+            handshaking: Handshaking::default(),
             permits: Semaphore::new(per_turn),
             per_turn,
             waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -807,7 +818,7 @@ async fn serve_tls(
         return None;
     }
     let began = std::time::Instant::now();
-    let handshaking = HandshakeGuard::new(metrics);
+    let handshaking = HandshakeGuard::new(metrics, &turns.handshaking);
     if tokio::time::timeout_at(deadline, turns.take())
         .await
         .is_err()
@@ -902,7 +913,7 @@ async fn serve_tls(
         tls
     };
     metrics.tls_userspace.inc();
-    let mut t = RustlsTransport::new(tls, ctx.pool.clone(), limits);
+    let mut t = RustlsTransport::new(tls, ctx.pool.clone(), limits, turns.handshaking.clone());
     Some(
         Box::pin(conn::serve(
             &mut t,

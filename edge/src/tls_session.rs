@@ -564,7 +564,7 @@ fn bytes_to_record_end(buf: &[u8]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::{Read as _, Write as _};
 
     use proptest::prelude::*;
@@ -576,7 +576,7 @@ mod tests {
     /// A server configuration with a fresh self-signed certificate (secret extraction
     /// on, as for kTLS), and a client configuration that trusts it and offers
     /// `http/1.1`.
-    fn configs() -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+    pub(crate) fn configs() -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert: CertificateDer<'static> = ck.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
@@ -603,7 +603,7 @@ mod tests {
     }
 
     /// A blocking rustls client connection to `addr` (its handshake runs on first use).
-    fn client_stream(
+    pub(crate) fn client_stream(
         config: Arc<rustls::ClientConfig>,
         addr: std::net::SocketAddr,
     ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {

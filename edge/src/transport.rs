@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -268,6 +269,65 @@ async fn sendfile_all(
     Ok(())
 }
 
+/// The TLS handshakes one worker has in progress (ClientHello in, handshake not yet
+/// over), shared by that worker's connections.
+///
+/// While there are any, a userspace-TLS body gives the worker's other ready tasks a
+/// turn after every `limits.tls_body_buffers_per_turn` buffers it encrypts
+/// ([`RustlsTransport::send_file`]). Otherwise one viewer's turn encrypts as much as
+/// its socket takes: over a fast path a whole 2 MiB segment, about a millisecond, and
+/// with dozens of viewers ready a turn of the event loop lasts tens of milliseconds.
+/// The handshakes (paced at `limits.tls_handshakes_per_turn` per turn) and the first
+/// requests of new connections wait that long each. With no handshake in progress,
+/// bodies run as before, so steady-state throughput is unchanged. Measured in
+/// BENCHMARKS.md (storm-bench).
+#[derive(Debug, Clone, Default)]
+pub struct Handshaking(Arc<AtomicUsize>);
+
+impl Handshaking {
+    /// Counts one handshake until the guard is dropped.
+    pub fn begin(&self) -> HandshakingGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        HandshakingGuard(self.clone())
+    }
+
+    /// Whether any handshake is in progress.
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// One handshake of [`Handshaking`], counted until dropped.
+#[derive(Debug)]
+pub struct HandshakingGuard(Handshaking);
+
+impl Drop for HandshakingGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Gives the worker's other ready tasks a turn, then goes on: this task goes to the
+/// back of the run queue.
+///
+/// Not `tokio::task::yield_now`, which defers the task until the I/O driver has been
+/// polled, so every task that poll wakes (handshakes, new requests) runs first. In
+/// storm-bench that favoured the flood too much: 777 new connections per second, but
+/// the viewers' p99 at 1.8x their baseline (against 1.3x).
+async fn yield_turn() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Plain TCP.
 pub struct PlainTransport {
     stream: TcpStream,
@@ -441,16 +501,27 @@ pub struct RustlsTransport {
     /// A pooled body buffer whose first `.1` bytes are a head written with `more`,
     /// waiting for the body to fill the rest.
     held: Option<(Box<[u8]>, usize)>,
+    /// The worker's handshakes in progress: while any, bodies share their turn.
+    handshaking: Handshaking,
+    /// Body buffers per turn while handshakes are in progress (0: no bound).
+    buffers_per_turn: usize,
 }
 
 impl RustlsTransport {
-    /// Wraps an established session.
-    pub fn new(session: Box<TlsSession>, pool: Arc<BufferPool>, limits: &Limits) -> Self {
+    /// Wraps an established session on the worker whose handshakes `handshaking` counts.
+    pub fn new(
+        session: Box<TlsSession>,
+        pool: Arc<BufferPool>,
+        limits: &Limits,
+        handshaking: Handshaking,
+    ) -> Self {
         Self {
             session,
             pool,
             pace: Pace::new(limits),
             held: None,
+            handshaking,
+            buffers_per_turn: limits.tls_body_buffers_per_turn,
         }
     }
 
@@ -509,6 +580,8 @@ impl Transport for RustlsTransport {
         let mut off = offset;
         let end = offset + len;
         let result = async {
+            // Buffers encrypted since this task's turn began (or since the body did).
+            let mut buffers = 0;
             while off < end {
                 let want = ((end - off) as usize).min(room.saturating_sub(used));
                 let n = file.read_at(&mut plain[used..used + want], off)?;
@@ -521,6 +594,15 @@ impl Transport for RustlsTransport {
                 self.write_timed(&plain[..used + n], &mut cipher).await?;
                 off += n as u64;
                 used = 0;
+                buffers += 1;
+                if off < end
+                    && self.buffers_per_turn > 0
+                    && buffers >= self.buffers_per_turn
+                    && self.handshaking.any()
+                {
+                    buffers = 0;
+                    yield_turn().await;
+                }
             }
             Ok(())
         }
@@ -768,5 +850,72 @@ mod tests {
         c.read_to_end(&mut got).unwrap();
         assert!(got == data, "bytes differ");
         std::fs::remove_file(&path).ok();
+    }
+
+    /// How many times a userspace-TLS `send_file` of `buffers` pool buffers gave up
+    /// its turn (returned `Pending`), to a client that reads nothing until it is done
+    /// (the body fits the socket buffers: no wait is the socket's), with or without
+    /// a handshake in progress on its worker.
+    async fn turns_given_up(handshake_in_progress: bool, per_turn: usize, buffers: usize) -> usize {
+        use crate::tls_session::tests::{client_stream, configs};
+        use std::io::Read;
+        const BUFFER: usize = 2048;
+        let (server_config, client_config) = configs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<usize>();
+        let client = std::thread::spawn(move || {
+            let mut tls = client_stream(client_config, addr);
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).unwrap();
+            }
+            let len = go_rx.recv().unwrap();
+            let mut got = vec![0u8; len];
+            tls.read_exact(&mut got).unwrap();
+            got
+        });
+        let (sock, _) = listener.accept().await.unwrap();
+        let session = crate::tls_session::handshake(sock, server_config)
+            .await
+            .unwrap();
+        let mut limits = crate::config::Config::from_toml("", std::path::Path::new("t.toml"))
+            .unwrap()
+            .limits;
+        limits.tls_body_buffers_per_turn = per_turn;
+        let handshaking = Handshaking::default();
+        let guard = handshake_in_progress.then(|| handshaking.begin());
+        let pool = Arc::new(BufferPool::new(BUFFER, 4));
+        let mut t = RustlsTransport::new(session, pool, &limits, handshaking);
+        let room = tls_session::plaintext_room(BUFFER).min(BUFFER);
+        let (path, file, data) = patterned_file(
+            &format!("turns-{handshake_in_progress}-{per_turn}"),
+            room * buffers,
+        );
+        let mut send = std::pin::pin!(t.send_file(&file, 0, data.len() as u64));
+        let mut pendings = 0;
+        std::future::poll_fn(|cx| {
+            let poll = std::future::Future::poll(send.as_mut(), cx);
+            pendings += usize::from(poll.is_pending());
+            poll
+        })
+        .await
+        .unwrap();
+        drop(guard);
+        go_tx.send(data.len()).unwrap();
+        assert!(client.join().unwrap() == data, "body differs");
+        std::fs::remove_file(&path).ok();
+        pendings
+    }
+
+    /// While its worker has a handshake in progress, a userspace-TLS body gives the
+    /// worker's other tasks a turn after every `tls_body_buffers_per_turn` buffers;
+    /// with none in progress, or with the bound off (0), it runs to its end in one.
+    #[tokio::test]
+    async fn a_tls_body_shares_its_turn_only_while_handshakes_are_in_progress() {
+        assert!(turns_given_up(false, 1, 16).await <= 1);
+        assert!(turns_given_up(true, 0, 16).await <= 1);
+        assert!(turns_given_up(true, 1, 16).await >= 15);
+        let two = turns_given_up(true, 2, 16).await;
+        assert!((7..=9).contains(&two), "{two}");
     }
 }
