@@ -312,8 +312,8 @@ impl Drop for HandshakingGuard {
 ///
 /// Not `tokio::task::yield_now`, which defers the task until the I/O driver has been
 /// polled, so every task that poll wakes (handshakes, new requests) runs first. In
-/// storm-bench that favoured the flood too much: 777 new connections per second, but
-/// the viewers' p99 at 1.8x their baseline (against 1.3x).
+/// storm-bench, at one buffer per turn, that favoured the flood more: the viewers' p99
+/// went to 1.78x their baseline, against 1.54-1.69x when re-queued at the back.
 async fn yield_turn() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
