@@ -24,7 +24,8 @@
 #             p50/p99 how the storm slows the viewers who were already there.
 #             fetch-load records only the viewers' responses completed while the
 #             flood runs (--record-from/--record-until; wrk as the viewers' client
-#             records the margins too). Every flood request meets the viewers: with
+#             records the margins too); the viewers' MB/s covers their whole run,
+#             margins included. Every flood request meets the viewers: with
 #             the flood running alone, even for a second, its wrk counts thousands of
 #             fast requests that say nothing about the storm (an earlier version of
 #             this script ran the flood 1 s longer on each side, and most of its
