@@ -34,7 +34,7 @@ use crate::streams::Catalog;
 use crate::tls::{self, TlsError};
 use crate::tls_session;
 use crate::transport::{
-    BufferPool, Handshaking, HandshakingGuard, KtlsTransport, PlainTransport, RustlsTransport,
+    BufferPool, InProgress, InProgressGuard, KtlsTransport, PlainTransport, RustlsTransport,
 };
 
 /// Why the server could not start.
@@ -691,19 +691,19 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// Counts a handshake in progress, in metrics and in its worker's [`Handshaking`],
-/// until it is over (either way).
+/// Counts a handshake in progress, in metrics and in its worker's count, until it is
+/// over (either way).
 struct HandshakeGuard<'a> {
     metrics: &'a Metrics,
-    _worker: HandshakingGuard,
+    _worker: InProgressGuard,
 }
 
 impl<'a> HandshakeGuard<'a> {
-    fn new(metrics: &'a Metrics, worker: &Handshaking) -> Self {
+    fn new(metrics: &'a Metrics, worker: &InProgress) -> Self {
         metrics.handshakes_in_progress.inc();
         Self {
             metrics,
-            _worker: worker.begin(),
+            _worker: worker.enter(),
         }
     }
 }
@@ -721,44 +721,36 @@ impl<'a> HandshakeGuard<'a> {
 struct HandshakeTurns {
     /// This worker's handshakes in progress, from the ClientHello on (bodies on the
     /// worker share their turn while there are any).
-    handshaking: Handshaking,
+    handshaking: InProgress,
     permits: Semaphore,
     per_turn: usize,
-    waiting: std::sync::atomic::AtomicUsize,
+    waiting: InProgress,
     wake: tokio::sync::Notify,
 }
 
 impl HandshakeTurns {
     fn new(per_turn: usize) -> Self {
         Self {
-            handshaking: Handshaking::default(),
+            handshaking: InProgress::default(),
             permits: Semaphore::new(per_turn),
             per_turn,
-            waiting: std::sync::atomic::AtomicUsize::new(0),
+            waiting: InProgress::default(),
             wake: tokio::sync::Notify::new(),
         }
     }
 
     /// Handshakes waiting for a turn.
     fn waiting(&self) -> usize {
-        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+        self.waiting.count()
     }
 
     /// Waits for this turn's allowance (at once while some is left).
     async fn take(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
         if let Ok(p) = self.permits.try_acquire() {
             p.forget();
             return;
         }
-        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Relaxed);
-            }
-        }
-        self.waiting.fetch_add(1, Relaxed);
-        let _waiting = Waiting(&self.waiting);
+        let _waiting = self.waiting.enter();
         self.wake.notify_one();
         if let Ok(p) = self.permits.acquire().await {
             p.forget();

@@ -269,39 +269,41 @@ async fn sendfile_all(
     Ok(())
 }
 
-/// The TLS handshakes one worker has in progress (ClientHello in, handshake not yet
-/// over), shared by that worker's connections.
+/// A count of things in progress on one worker (its TLS handshakes; those waiting for
+/// their turn), shared by the worker's tasks: [`enter`](Self::enter) counts one until
+/// the guard it returns is dropped.
 ///
-/// While there are any, a userspace-TLS body gives the worker's other ready tasks a
-/// turn after every `limits.tls_body_buffers_per_turn` buffers it encrypts
-/// ([`RustlsTransport::send_file`]). Otherwise one viewer's turn encrypts as much as
-/// its socket takes: over a fast path a whole 2 MiB segment, about a millisecond, and
-/// with dozens of viewers ready a turn of the event loop lasts tens of milliseconds.
-/// The handshakes (paced at `limits.tls_handshakes_per_turn` per turn) and the first
-/// requests of new connections wait that long each. With no handshake in progress,
-/// bodies run as before, so steady-state throughput is unchanged. Measured in
-/// BENCHMARKS.md (storm-bench).
+/// The worker's handshakes in progress (ClientHello in, handshake not yet over) also
+/// pace bodies: while there are any, a userspace-TLS body gives the worker's other
+/// ready tasks a turn after every `limits.tls_body_buffers_per_turn` buffers it
+/// encrypts ([`RustlsTransport::send_file`]). Otherwise one viewer's turn encrypts as
+/// much as its socket takes: over a fast path a whole 2 MiB segment, about a
+/// millisecond, and with dozens of viewers ready a turn of the event loop lasts tens
+/// of milliseconds. The handshakes (paced at `limits.tls_handshakes_per_turn` per
+/// turn) and the first requests of new connections wait that long each. With no
+/// handshake in progress, bodies run as before, so steady-state throughput is
+/// unchanged. Measured in BENCHMARKS.md (storm-bench).
 #[derive(Debug, Clone, Default)]
-pub struct Handshaking(Arc<AtomicUsize>);
+pub struct InProgress(Arc<AtomicUsize>);
 
-impl Handshaking {
-    /// Counts one handshake until the guard is dropped.
-    pub fn begin(&self) -> HandshakingGuard {
+impl InProgress {
+    /// Counts one until the guard is dropped.
+    pub fn enter(&self) -> InProgressGuard {
         self.0.fetch_add(1, Ordering::Relaxed);
-        HandshakingGuard(self.clone())
+        InProgressGuard(self.clone())
     }
 
-    /// Whether any handshake is in progress.
-    pub fn any(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > 0
+    /// How many are in progress.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
-/// One handshake of [`Handshaking`], counted until dropped.
+/// One of an [`InProgress`] count, counted until dropped.
 #[derive(Debug)]
-pub struct HandshakingGuard(Handshaking);
+pub struct InProgressGuard(InProgress);
 
-impl Drop for HandshakingGuard {
+impl Drop for InProgressGuard {
     fn drop(&mut self) {
         (self.0).0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -502,7 +504,7 @@ pub struct RustlsTransport {
     /// waiting for the body to fill the rest.
     held: Option<(Box<[u8]>, usize)>,
     /// The worker's handshakes in progress: while any, bodies share their turn.
-    handshaking: Handshaking,
+    handshaking: InProgress,
     /// Body buffers per turn while handshakes are in progress (0: no bound).
     buffers_per_turn: usize,
 }
@@ -513,7 +515,7 @@ impl RustlsTransport {
         session: Box<TlsSession>,
         pool: Arc<BufferPool>,
         limits: &Limits,
-        handshaking: Handshaking,
+        handshaking: InProgress,
     ) -> Self {
         Self {
             session,
@@ -598,7 +600,7 @@ impl Transport for RustlsTransport {
                 if off < end
                     && self.buffers_per_turn > 0
                     && buffers >= self.buffers_per_turn
-                    && self.handshaking.any()
+                    && self.handshaking.count() > 0
                 {
                     buffers = 0;
                     yield_turn().await;
@@ -882,8 +884,8 @@ mod tests {
             .unwrap()
             .limits;
         limits.tls_body_buffers_per_turn = per_turn;
-        let handshaking = Handshaking::default();
-        let guard = handshake_in_progress.then(|| handshaking.begin());
+        let handshaking = InProgress::default();
+        let guard = handshake_in_progress.then(|| handshaking.enter());
         let pool = Arc::new(BufferPool::new(BUFFER, 4));
         let mut t = RustlsTransport::new(session, pool, &limits, handshaking);
         let room = tls_session::plaintext_room(BUFFER).min(BUFFER);
