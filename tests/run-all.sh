@@ -62,7 +62,7 @@ install() {
     # prometheus: for promtool (clients stage); bookworm has no smaller package with it
     local want=(ffmpeg chromium libnss3-tools nginx wrk strace curl openssl ca-certificates
                 qemu-system-x86 cpio kmod xz-utils python3-minimal bc prometheus
-                socat debootstrap e2fsprogs binutils)
+                socat debootstrap e2fsprogs binutils iproute2)
     local missing=() p
     for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -196,6 +196,7 @@ struct RawLimits {
     max_tls_handshakes_per_worker: usize,
     tls_handshakes_per_turn: usize,
     tls_body_buffers_per_turn: usize,
+    tcp_notsent_lowat_bytes: u32,
 }
 
 impl Default for RawLimits {
@@ -216,6 +217,7 @@ impl Default for RawLimits {
             max_tls_handshakes_per_worker: 256,
             tls_handshakes_per_turn: 4,
             tls_body_buffers_per_turn: 2,
+            tcp_notsent_lowat_bytes: DEFAULT_TCP_NOTSENT_LOWAT,
         }
     }
 }
@@ -347,6 +349,10 @@ struct RawAdmin {
 /// Default `limits.min_send_rate_bytes_per_sec`: 16 KiB/s (128 kbit/s), below any
 /// usable video bitrate.
 pub const DEFAULT_MIN_SEND_RATE: u64 = 16 * 1024;
+/// Default `limits.tcp_notsent_lowat_bytes`: 128 KiB, milliseconds of video at any
+/// bitrate, while an unbounded socket can queue its whole send buffer (up to
+/// `net.ipv4.tcp_wmem`'s 4 MiB) unsent. See `edge.example.toml`.
+pub const DEFAULT_TCP_NOTSENT_LOWAT: u32 = 128 * 1024;
 /// Default `limits.max_connections` on a machine with the memory for it.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// Upper bound of `limits.max_connections` (a descriptor each; far above what one
@@ -625,6 +631,10 @@ pub struct Limits {
     /// connection encrypts per turn before the worker's other tasks get theirs (0: no
     /// bound).
     pub tls_body_buffers_per_turn: usize,
+    /// `TCP_NOTSENT_LOWAT` of every client connection: bytes a socket may hold
+    /// queued but not yet sent before it stops taking more (0: the kernel's
+    /// `net.ipv4.tcp_notsent_lowat`, unbounded unless set).
+    pub tcp_notsent_lowat_bytes: u32,
 }
 
 /// Validated TLS settings.
@@ -899,6 +909,17 @@ impl RawConfig {
                 ),
             ));
         }
+        if l.tcp_notsent_lowat_bytes != 0
+            && !(16 << 10..=1 << 30).contains(&l.tcp_notsent_lowat_bytes)
+        {
+            return Err(invalid(
+                "limits.tcp_notsent_lowat_bytes",
+                format!(
+                    "{} is out of range: use 0 (the kernel's default) or 16384..=1073741824",
+                    l.tcp_notsent_lowat_bytes
+                ),
+            ));
+        }
         if l.min_send_rate_bytes_per_sec > 1 << 30 {
             return Err(invalid(
                 "limits.min_send_rate_bytes_per_sec",
@@ -972,6 +993,7 @@ impl RawConfig {
                 .expect("checked above"),
             tls_handshakes_per_turn: nz(l.tls_handshakes_per_turn).expect("checked above"),
             tls_body_buffers_per_turn: l.tls_body_buffers_per_turn,
+            tcp_notsent_lowat_bytes: l.tcp_notsent_lowat_bytes,
         };
 
         let t = self.tls;
@@ -1615,6 +1637,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("limits.tls_body_buffers_per_turn"), "{e}");
+        for bad in ["1", "16383", "1073741825"] {
+            let e = load(&format!("[limits]\ntcp_notsent_lowat_bytes = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("limits.tcp_notsent_lowat_bytes"), "{bad}: {e}");
+        }
+        for good in [0, 16384, 1 << 30] {
+            let c = load(&format!("[limits]\ntcp_notsent_lowat_bytes = {good}\n")).unwrap();
+            assert_eq!(c.limits.tcp_notsent_lowat_bytes, good);
+        }
         let c = load("[limits]\ntls_body_buffers_per_turn = 0\n").unwrap();
         assert_eq!(c.limits.tls_body_buffers_per_turn, 0);
         let e = load("[cors]\nallowed_origins = [\"*\", \"https://a\"]\n")

@@ -15,6 +15,7 @@
 //! connections close, and in-flight ones get `server.shutdown_grace_secs` to finish.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,8 +166,9 @@ impl Running {
         for i in 1..=extra {
             // Bound here, inside the caller's runtime; registered with the worker's
             // own runtime on its thread.
+            let lowat = self.ctx.conn.limits.tcp_notsent_lowat_bytes;
             let bind_std = |addr: SocketAddr, key: &'static str| {
-                bind_listener(addr, key)?
+                bind_listener(addr, key, lowat)?
                     .into_std()
                     .map_err(|source| StartError::Bind { addr, key, source })
             };
@@ -371,9 +373,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let content_pool = storage::IoPool::new("content-io", 4, 256)
         .map_err(|e| StartError::Worker(format!("starting the content I/O threads: {e}")))?;
 
-    let tls_listener = bind_exclusive(config.tls_listen, "server.tls_listen")?;
+    let lowat = config.limits.tcp_notsent_lowat_bytes;
+    let tls_listener = bind_exclusive(config.tls_listen, "server.tls_listen", lowat)?;
     let http_listener = match config.http_listen {
-        Some(a) => Some(bind_exclusive(a, "server.http_listen")?),
+        Some(a) => Some(bind_exclusive(a, "server.http_listen", lowat)?),
         None => None,
     };
     // A std listener: the admin plane runs on its own thread and runtime.
@@ -549,7 +552,11 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// Binds the first listener on `addr`: as [`bind_listener`], but first checks with a
 /// plain bind (no `SO_REUSEPORT`) that nobody listens there yet, so a second `edge`
 /// on the same port fails with "address in use" instead of silently sharing it.
-fn bind_exclusive(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+fn bind_exclusive(
+    addr: SocketAddr,
+    key: &'static str,
+    notsent_lowat: u32,
+) -> Result<TcpListener, StartError> {
     if addr.port() != 0 {
         drop(
             std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
@@ -559,12 +566,18 @@ fn bind_exclusive(addr: SocketAddr, key: &'static str) -> Result<TcpListener, St
             })?,
         );
     }
-    bind_listener(addr, key)
+    bind_listener(addr, key, notsent_lowat)
 }
 
 /// Binds a data-plane listener with `SO_REUSEPORT`, so worker threads can each bind
-/// their own on the same address (the kernel only lets the same user do so).
-fn bind_listener(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+/// their own on the same address (the kernel only lets the same user do so), and
+/// with `TCP_NOTSENT_LOWAT` `notsent_lowat` unless it is 0: accepted connections
+/// inherit it, so no accept pays a system call for it.
+fn bind_listener(
+    addr: SocketAddr,
+    key: &'static str,
+    notsent_lowat: u32,
+) -> Result<TcpListener, StartError> {
     let err = |source| StartError::Bind { addr, key, source };
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
@@ -575,6 +588,15 @@ fn bind_listener(addr: SocketAddr, key: &'static str) -> Result<TcpListener, Sta
     socket.set_reuseaddr(true).map_err(err)?;
     socket.set_reuseport(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
+    if notsent_lowat != 0 {
+        crate::sys::set_notsent_lowat(socket.as_raw_fd(), notsent_lowat).map_err(|source| {
+            StartError::Bind {
+                addr,
+                key: "limits.tcp_notsent_lowat_bytes",
+                source,
+            }
+        })?;
+    }
     socket.listen(LISTEN_BACKLOG).map_err(err)
 }
 

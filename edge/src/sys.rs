@@ -194,6 +194,24 @@ pub fn reset_on_close(sock_fd: RawFd) -> io::Result<()> {
     cvt(ret as isize).map(|_| ())
 }
 
+/// Sets `TCP_NOTSENT_LOWAT` on a TCP socket: it takes new data, and polls writable,
+/// only while fewer than `bytes` (half that, for the wake-up) of what it holds are
+/// not yet sent. On a listener, accepted connections inherit it.
+pub fn set_notsent_lowat(sock_fd: RawFd, bytes: u32) -> io::Result<()> {
+    let v = bytes as libc::c_int;
+    // SAFETY: `v` is a live c_int option value; the kernel only reads it.
+    let ret = unsafe {
+        libc::setsockopt(
+            sock_fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    cvt(ret as isize).map(|_| ())
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (each connection is a
 /// descriptor; systemd and shells often start processes with a soft limit of 1024)
 /// and returns the resulting `(soft, hard)`.
@@ -453,6 +471,38 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
+
+    fn notsent_lowat_of(fd: RawFd) -> libc::c_int {
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are live and sized for the option; the kernel writes
+        // at most `len` bytes into `v`.
+        let ret = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(ret, 0, "{}", io::Error::last_os_error());
+        v
+    }
+
+    #[test]
+    fn accepted_connections_inherit_the_listeners_notsent_lowat() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let before = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_notsent_lowat(listener.as_raw_fd(), 131_072).unwrap();
+        let _c1 = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _c2 = TcpStream::connect(before.local_addr().unwrap()).unwrap();
+        let (s1, _) = listener.accept().unwrap();
+        let (s2, _) = before.accept().unwrap();
+        assert_eq!(notsent_lowat_of(s1.as_raw_fd()), 131_072);
+        // Unset, the socket's own value reads 0 (the kernel then uses the sysctl's).
+        assert_eq!(notsent_lowat_of(s2.as_raw_fd()), 0);
+    }
 
     #[test]
     fn sendfile_sends_the_requested_range() {

@@ -322,6 +322,58 @@ fn paced_download(addr: std::net::SocketAddr, rate: u64, expected: &[u8]) -> (u1
     (status, len, got, correct && got == len)
 }
 
+/// The most bytes any established socket with local port `port` holds unsent, by
+/// the kernel's own count (`ss -ti`'s `notsent`).
+fn max_notsent_on(port: u16) -> u64 {
+    let out = Command::new("ss")
+        .args(["-tinH", "state", "established"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix("notsent:")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// `limits.tcp_notsent_lowat_bytes` bounds what a slow reader's socket holds queued
+/// and unsent (the kernel's count, polled while the reader takes a 12 MiB body at
+/// 4 MB/s) to the bound plus a segment or two, where without it (0: the kernel's
+/// default) the socket queues megabytes; either way the body arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notsent_lowat_bounds_what_a_slow_readers_socket_queues() {
+    let body = edge_tests::pattern(12 << 20, 11);
+    for lowat in [64 * 1024u64, 0] {
+        let s = TestServer::start(&format!("[limits]\ntcp_notsent_lowat_bytes = {lowat}\n")).await;
+        s.put("big.bin", &body);
+        let (addr, expected) = (s.http, body.clone());
+        let reader = std::thread::spawn(move || paced_download(addr, 4_000_000, &expected));
+        let mut most = 0;
+        while !reader.is_finished() {
+            most = most.max(max_notsent_on(addr.port()));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (status, len, got, whole) = reader.join().unwrap();
+        assert!(
+            status == 200 && whole,
+            "lowat {lowat}: {status}, {got} of {len} bytes"
+        );
+        if lowat > 0 {
+            assert!(
+                most <= lowat + 128 * 1024,
+                "lowat {lowat}: a socket held {most} bytes unsent"
+            );
+        } else {
+            assert!(
+                most > 1 << 20,
+                "without a bound the slow reader's socket held only {most} bytes unsent: \
+                 this test no longer tells the bound from the kernel's default"
+            );
+        }
+    }
+}
+
 /// SIGTERM under load: responses in flight complete within
 /// `server.shutdown_grace_secs` (whole and byte-identical), new connections are
 /// refused at once, a download that cannot finish within the grace period is cut
