@@ -349,10 +349,11 @@ struct RawAdmin {
 /// Default `limits.min_send_rate_bytes_per_sec`: 16 KiB/s (128 kbit/s), below any
 /// usable video bitrate.
 pub const DEFAULT_MIN_SEND_RATE: u64 = 16 * 1024;
-/// Default `limits.tcp_notsent_lowat_bytes`: 128 KiB, milliseconds of video at any
-/// bitrate, while an unbounded socket can queue its whole send buffer (up to
-/// `net.ipv4.tcp_wmem`'s 4 MiB) unsent. See `edge.example.toml`.
-pub const DEFAULT_TCP_NOTSENT_LOWAT: u32 = 128 * 1024;
+/// Default `limits.tcp_notsent_lowat_bytes`: 1 MiB, a quarter of what an unbounded
+/// socket may queue unsent (its whole send buffer, up to `net.ipv4.tcp_wmem`'s
+/// 4 MiB). Smaller bounds (128-512 KiB) made the kernel send smaller packets and
+/// cost CPU per byte at a few hundred fast connections; see `edge.example.toml`.
+pub const DEFAULT_TCP_NOTSENT_LOWAT: u32 = 1 << 20;
 /// Default `limits.max_connections` on a machine with the memory for it.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// Upper bound of `limits.max_connections` (a descriptor each; far above what one
