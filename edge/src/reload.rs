@@ -205,6 +205,11 @@ pub fn config_json(c: &Config) -> Value {
                 "max_requests_per_connection": l.max_requests_per_connection.get(),
                 "max_connections": l.max_connections.get(),
                 "userspace_tls_buffer_bytes": l.userspace_tls_buffer_bytes.get(),
+                "lingering_close_secs": l.lingering_close.as_secs(),
+                "max_tls_handshakes_per_worker": l.max_tls_handshakes_per_worker.get(),
+                "tls_handshakes_per_turn": l.tls_handshakes_per_turn.get(),
+                "tls_body_buffers_per_turn": l.tls_body_buffers_per_turn,
+                "tcp_notsent_lowat_bytes": l.tcp_notsent_lowat_bytes,
             },
             "tls": {
                 "cert_path": c.tls.cert_and_key.as_ref().map(|(c, _)| p(c)),
@@ -278,6 +283,27 @@ mod tests {
             "https://<redacted>@origin.example/a?<redacted>"
         );
         assert_eq!(redact_url("http://o:80/"), "http://o:80/");
+    }
+
+    /// Every `[limits]` key of `edge.example.toml` (commented-out ones too) is in the
+    /// effective config the admin UI shows.
+    #[test]
+    fn config_json_shows_every_limit_of_the_example() {
+        let v = config_json(&cfg(""));
+        let shown = v["config"]["limits"].as_object().unwrap();
+        let text = include_str!("../../edge.example.toml");
+        let table = text.split("\n[limits]\n").nth(1).unwrap();
+        let table = table.split("\n[").next().unwrap();
+        let keys: Vec<&str> = table
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+            .filter(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect();
+        assert!(keys.len() >= 16, "{keys:?}");
+        for k in keys {
+            assert!(shown.contains_key(k), "/api/config lacks limits.{k}");
+        }
     }
 
     #[test]
