@@ -198,7 +198,8 @@ pub fn reset_on_close(sock_fd: RawFd) -> io::Result<()> {
 /// only while fewer than `bytes` (half that, for the wake-up) of what it holds are
 /// not yet sent. On a listener, accepted connections inherit it.
 pub fn set_notsent_lowat(sock_fd: RawFd, bytes: u32) -> io::Result<()> {
-    let v = bytes as libc::c_int;
+    let v =
+        libc::c_int::try_from(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `v` is a live c_int option value; the kernel only reads it.
     let ret = unsafe {
         libc::setsockopt(
@@ -493,12 +494,12 @@ mod tests {
     #[test]
     fn accepted_connections_inherit_the_listeners_notsent_lowat() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let before = TcpListener::bind("127.0.0.1:0").unwrap();
+        let unset = TcpListener::bind("127.0.0.1:0").unwrap();
         set_notsent_lowat(listener.as_raw_fd(), 131_072).unwrap();
         let _c1 = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let _c2 = TcpStream::connect(before.local_addr().unwrap()).unwrap();
+        let _c2 = TcpStream::connect(unset.local_addr().unwrap()).unwrap();
         let (s1, _) = listener.accept().unwrap();
-        let (s2, _) = before.accept().unwrap();
+        let (s2, _) = unset.accept().unwrap();
         assert_eq!(notsent_lowat_of(s1.as_raw_fd()), 131_072);
         // Unset, the socket's own value reads 0 (the kernel then uses the sysctl's).
         assert_eq!(notsent_lowat_of(s2.as_raw_fd()), 0);
