@@ -181,14 +181,26 @@ pub fn reset_on_close(sock_fd: RawFd) -> io::Result<()> {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: `linger` is a live, correctly sized option value; the kernel only reads it.
+    set_option(sock_fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
+}
+
+/// `setsockopt(2)` with the bytes of `value` as the option value. `T` is the kernel's
+/// type for the option: an int, `linger`, a byte string, a crypto-info struct.
+fn set_option<T>(
+    sock_fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live reference to size_of::<T>() bytes; the kernel only
+    // reads that many, during the call.
     let ret = unsafe {
         libc::setsockopt(
             sock_fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     cvt(ret as isize).map(|_| ())
@@ -200,17 +212,7 @@ pub fn reset_on_close(sock_fd: RawFd) -> io::Result<()> {
 pub fn set_notsent_lowat(sock_fd: RawFd, bytes: u32) -> io::Result<()> {
     let v =
         libc::c_int::try_from(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `v` is a live c_int option value; the kernel only reads it.
-    let ret = unsafe {
-        libc::setsockopt(
-            sock_fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    cvt(ret as isize).map(|_| ())
+    set_option(sock_fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, &v)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (each connection is a
@@ -258,18 +260,7 @@ pub fn heap_totals() -> Option<(u64, u64)> {
 /// Sets `TCP_ULP "tls"` on a connected TCP socket. Fails with `ENOENT` when the
 /// kernel has no `tls` module loaded (or built in).
 pub fn set_tcp_ulp_tls(sock_fd: RawFd) -> io::Result<()> {
-    const TLS: &[u8] = b"tls";
-    // SAFETY: the option value is a valid buffer of TLS.len() bytes.
-    let ret = unsafe {
-        libc::setsockopt(
-            sock_fd,
-            libc::SOL_TCP,
-            libc::TCP_ULP,
-            TLS.as_ptr().cast(),
-            TLS.len() as libc::socklen_t,
-        )
-    };
-    cvt(ret as isize).map(|_| ())
+    set_option(sock_fd, libc::SOL_TCP, libc::TCP_ULP, b"tls")
 }
 
 /// Direction of a kTLS key installation.
@@ -292,18 +283,9 @@ pub fn set_ktls_crypto<T: KtlsCryptoInfo>(
         KtlsDirection::Tx => libc::TLS_TX,
         KtlsDirection::Rx => libc::TLS_RX,
     };
-    // SAFETY: `info` is a live `#[repr(C)]` kernel uAPI struct (sealed trait) of
-    // exactly size_of::<T>() bytes; the kernel only reads it.
-    let ret = unsafe {
-        libc::setsockopt(
-            sock_fd,
-            libc::SOL_TLS,
-            opt,
-            (info as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    cvt(ret as isize).map(|_| ())
+    // `info` is a `#[repr(C)]` kernel uAPI struct (sealed trait): its bytes are the
+    // option value.
+    set_option(sock_fd, libc::SOL_TLS, opt, info)
 }
 
 /// How [`open_beneath`] resolves a path.
