@@ -75,14 +75,18 @@ proc_tree() {
 }
 
 # sum of utime+stime ticks of the given pids (a process's stat covers all its threads)
-cpu_ticks() {
-  local total=0 p line rest
+cpu_ticks() { stat_ticks 1 "$@"; }
+# sum of utime ticks (user space only) of the given pids
+user_ticks() { stat_ticks 0 "$@"; }
+stat_ticks() { # with_stime pid...
+  local total=0 p line rest sys=$1
   local -a f
+  shift
   for p; do
     line=$(cat "/proc/$p/stat" 2>/dev/null) || continue
     rest=${line##*) }
     read -r -a f <<<"$rest"
-    total=$((total + f[11] + f[12])) # fields 14 (utime) and 15 (stime)
+    total=$((total + f[11] + sys * f[12])) # fields 14 (utime) and 15 (stime)
   done
   echo "$total"
 }

@@ -38,19 +38,27 @@
 #      next);
 #   3. the client is stopped (SIGINT) and its summary read for errors (socket
 #      errors, non-2xx/3xx or bad responses, responses over WRK_TIMEOUT).
+# With ROUNDS > 1 every point is measured ROUNDS times in a row, the servers' order
+# reversed every other round (nginx, edge, edge, nginx, ...), so that drift in the
+# host's background load hits both alike: at 16000 busy plain-HTTP connections on
+# loopback one server's result swings by 10-15 % from one window to the next, more
+# than the difference between the servers, and one round cannot tell them apart.
 # Per point: MB/s and req/s over the window (req/s = bytes / response size, the
 # file plus the server's response head as curl sees it),
-# server CPU s and its share of SERVER_CPUS, server CPU s per GB, client CPU share of
+# server CPU s and its share of SERVER_CPUS, server CPU s per GB, the share of
+# that CPU spent in user space (utime; the rest is the kernel's: sendfile, TCP and, on
+# loopback, the receiving side's TCP work run in the sender's softirq), client CPU share of
 # CLIENT_CPUS, which side was saturated (bound: server when the server used at least
 # SATURATION of its CPUs, client when wrk did and the server did not, else neither;
 # only "server" points measure the server), wrk errors, and the per-worker spread of
 # connections and of CPU seconds as min/max. Then the edge/nginx ratios of MB/s and of
-# CPU s per GB per point.
+# CPU s per GB per point and round, and with ROUNDS > 1 their median over the rounds.
 #
 # Usage (from anywhere; run as root or have nginx/wrk/openssl/curl installed):
 #   cargo build --release -p edge -p hs-load      # once; the script never runs cargo
 #   bench/scale-bench.sh                          # 3 conns x 2 modes x 2 servers x ~15 s (~3-4 min)
 #   CONNS="64 256" DURATION=3 bench/scale-bench.sh             # quick check
+#   ROUNDS=3 OPEN_FILE_CACHE=64 bench/scale-bench.sh           # three rounds a point (~12 min)
 #   SERVER_CPUS=0-3 CLIENT_CPUS=4-15 bench/scale-bench.sh      # 16-core machine
 #
 # Environment (defaults in brackets):
@@ -62,6 +70,7 @@
 #   MODES             ["http https"]
 #   CONNS             wrk connection counts ["256 4096 16000"]
 #   DURATION          measured seconds per point [10]
+#   ROUNDS            windows per point and server, order alternating (above) [1]
 #   WARMUP            unmeasured wrk seconds per server and mode (at the smallest
 #                     CONNS), 0 = none [2]
 #   RAMP_MAX          longest wait for all connections to receive data, seconds [60]
@@ -100,7 +109,7 @@ ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 
 # the command as given, with the settings from the environment
 COMMAND_LINE=""
-for v in OUT EDGE_BIN LOAD FETCH_LOAD_BIN SERVERS MODES CONNS DURATION WARMUP RAMP_MAX RAMP_BYTES SETTLE SERVER_CPUS \
+for v in OUT EDGE_BIN LOAD FETCH_LOAD_BIN SERVERS MODES CONNS DURATION ROUNDS WARMUP RAMP_MAX RAMP_BYTES SETTLE SERVER_CPUS \
   CLIENT_CPUS WORKERS WRK_THREADS WRK_TIMEOUT SATURATION NFILES FILE_MIB NGINX_BIN OPEN_FILE_CACHE; do
   if [[ -n ${!v:-} ]]; then COMMAND_LINE+="$v=$(printf '%q' "${!v}") "; fi
 done
@@ -114,6 +123,7 @@ FETCH_LOAD_BIN=${FETCH_LOAD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/fetch
 MODES=${MODES:-http https}
 CONNS=${CONNS:-256 4096 16000}
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-1}
 WARMUP=${WARMUP:-2}
 RAMP_MAX=${RAMP_MAX:-60}
 RAMP_BYTES=${RAMP_BYTES:-16384}
@@ -146,10 +156,11 @@ for c in $CONNS; do
   ((c > MAX_C)) && MAX_C=$c
 done
 MIN_C=$(tr ' ' '\n' <<<"$CONNS" | grep . | sort -n | head -n 1)
-for v in DURATION WARMUP RAMP_MAX RAMP_BYTES SETTLE NFILES FILE_MIB; do
+for v in DURATION ROUNDS WARMUP RAMP_MAX RAMP_BYTES SETTLE NFILES FILE_MIB; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number: ${!v}"
 done
 ((DURATION > 0)) || die "DURATION must be positive"
+((ROUNDS > 0)) || die "ROUNDS must be positive"
 [[ " $SERVERS " != *" edge "* || -x $EDGE_BIN ]] ||
   die "edge binary not found at $EDGE_BIN (build it with 'cargo build --release' or set EDGE_BIN)"
 
@@ -264,7 +275,7 @@ fi
 
 # ---------------------------------------------------------------- points
 RESULTS=$OUT/scale-results.tsv
-printf 'server\tmode\tconns\twrk_threads\tramp_s\twindow_s\tmb_s\treq_s\tserver_cpu_s\tserver_util\tcpu_s_per_gb\tclient_util\terrors\tconn_spread\tcpu_spread_s\twrk_requests\tload1\tbound\ttcp_mem_pages\ttcp_pressure\n' >"$RESULTS"
+printf 'server\tmode\tconns\twrk_threads\tramp_s\twindow_s\tmb_s\treq_s\tserver_cpu_s\tserver_util\tcpu_s_per_gb\tclient_util\terrors\tconn_spread\tcpu_spread_s\twrk_requests\tload1\tbound\ttcp_mem_pages\ttcp_pressure\tround\tserver_user_share\n' >"$RESULTS"
 # the kernel's TCP memory thresholds (tcp_mem, pages), and now: pages in use, pressure
 TCP_MEM=$(tr -s ' \t' ' ' </proc/sys/net/ipv4/tcp_mem)
 tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
@@ -309,15 +320,15 @@ load_summary() { # logfile key
   fi
 }
 
-bench_point() { # server mode conns
-  local s=$1 m=$2 c=$3 port threads eff logf wpid pids pids_after t_start ramp ts t0 t1 n
-  local srv0 srv1 wrk0 wrk1 rc0 rc1 w0 w1 cspread tmem tpress load1 errors requests
+bench_point() { # server mode conns round
+  local s=$1 m=$2 c=$3 r=$4 port threads eff logf wpid pids pids_after t_start ramp ts t0 t1 n
+  local usr0 usr1 srv0 srv1 wrk0 wrk1 rc0 rc1 w0 w1 cspread tmem tpress load1 errors requests
   port=$(port_of "$s" "$m")
   threads=$(wrk_threads_for "$c")
   eff=$c
   [[ $LOAD == wrk ]] && eff=$((c / threads * threads)) # wrk gives each thread conns/threads
   ((eff == c)) || warn "wrk opens $eff connections, not $c ($c / $threads threads rounded down)"
-  logf=$OUT/logs/scale-wrk-$s-$m-c$c.txt
+  logf=$OUT/logs/scale-wrk-$s-$m-c$c$( ((ROUNDS > 1)) && echo "-r$r").txt
   load1=$(cut -d' ' -f1 /proc/loadavg)
   pids=$(proc_tree "${PID[$s]}" | sort -n | tr '\n' ' ')
 
@@ -339,7 +350,7 @@ bench_point() { # server mode conns
   sleep "$SETTLE"
 
   # shellcheck disable=SC2086
-  { t0=$(now); srv0=$(cpu_ticks $pids); wrk0=$(cpu_ticks "$wpid"); rc0=$(load_bytes "$wpid" "$logf"); }
+  { t0=$(now); srv0=$(cpu_ticks $pids); usr0=$(user_ticks $pids); wrk0=$(cpu_ticks "$wpid"); rc0=$(load_bytes "$wpid" "$logf"); }
   w0=$(worker_ticks "$s" "${PID[$s]}")
   ts=$(awk -v t="$t0" -v d="$DURATION" 'BEGIN { printf "%.6f", t + d }')
   sleep_until "$(awk -v t="$t0" -v d="$DURATION" 'BEGIN { printf "%.6f", t + d / 2 }')"
@@ -348,7 +359,7 @@ bench_point() { # server mode conns
   tpress=$(tcp_pressure)
   sleep_until "$ts"
   # shellcheck disable=SC2086
-  { t1=$(now); srv1=$(cpu_ticks $pids); wrk1=$(cpu_ticks "$wpid"); rc1=$(load_bytes "$wpid" "$logf"); }
+  { t1=$(now); srv1=$(cpu_ticks $pids); usr1=$(user_ticks $pids); wrk1=$(cpu_ticks "$wpid"); rc1=$(load_bytes "$wpid" "$logf"); }
   w1=$(worker_ticks "$s" "${PID[$s]}")
   kill -INT "$wpid" 2>/dev/null || true
   wait "$wpid" || { cat "$logf" >&2; die "the client ($LOAD) failed for $s $m c=$c (see $logf)"; }
@@ -362,7 +373,7 @@ bench_point() { # server mode conns
   [[ -n $errors && -n $requests ]] || { cat "$logf" >&2; die "no summary from the client in $logf"; }
 
   awk -v s="$s" -v m="$m" -v c="$c" -v th="$threads" -v ramp="$ramp" -v t0="$t0" -v t1="$t1" \
-      -v srv="$((srv1 - srv0))" -v wrk="$((wrk1 - wrk0))" -v rb="$((rc1 - rc0))" -v hz="$CLK_TCK" \
+      -v srv="$((srv1 - srv0))" -v usr="$((usr1 - usr0))" -v r="$r" -v wrk="$((wrk1 - wrk0))" -v rb="$((rc1 - rc0))" -v hz="$CLK_TCK" \
       -v ns="$N_SERVER" -v nc="$N_CLIENT" -v errors="$errors" -v requests="$requests" \
       -v resp="${RESP_BYTES[$s]}" -v cspread="$cspread" -v w0="$w0" -v w1="$w1" -v load1="$load1" -v tmem="${tmem:-0}" -v tpress="${tpress:-n/a}" \
       -v sat="$SATURATION" 'BEGIN {
@@ -380,14 +391,15 @@ bench_point() { # server mode conns
     cs = (lo == "") ? "n/a" : sprintf("%.1f/%.1f", lo, hi)
     su = cpu / win / ns; cu = cli / win / nc
     bound = (su >= sat) ? "server" : (cu >= sat) ? "client" : "neither"
-    printf "%s\t%s\t%d\t%d\t%s\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.3f\t%.2f\t%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n",
-      s, m, c, th, ramp, win, mbs, rps, cpu, su, perg, cu, errors, cspread, cs, requests, load1, bound, tmem, tpress
+    us = (srv > 0) ? usr / srv : 0
+    printf "%s\t%s\t%d\t%d\t%s\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.3f\t%.2f\t%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%.3f\n",
+      s, m, c, th, ramp, win, mbs, rps, cpu, su, perg, cu, errors, cspread, cs, requests, load1, bound, tmem, tpress, r, us
   }' >>"$RESULTS"
-  tail -n 1 "$RESULTS" | awk -F'\t' '{
+  tail -n 1 "$RESULTS" | awk -F'\t' -v rounds="$ROUNDS" '{
     note = ($18 == "client") ? "  CLIENT-BOUND" : ($18 == "neither") ? "  (neither server nor client saturated)" : ""
     if ($20 == "yes") note = note "  TCP MEMORY PRESSURE"
-    printf "    %-5s %-5s c=%-5s %9s MB/s %9s req/s  server CPU %6s s (%3.0f%% of its CPUs)  %7s CPU-s/GB  client %3.0f%%  errors %s  conns/worker %s  CPU-s/worker %s  TCP mem %s pages  (ramp %s s)%s\n",
-      $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $13, $14, $15, $19, $5, note }'
+    printf "    %-5s %-5s c=%-5s%s %9s MB/s %9s req/s  server CPU %6s s (%3.0f%% of its CPUs, %4.1f%% user)  %7s CPU-s/GB  client %3.0f%%  errors %s  conns/worker %s  CPU-s/worker %s  TCP mem %s pages  (ramp %s s)%s\n",
+      $1, $2, $3, (rounds > 1) ? " r" $21 : "", $7, $8, $9, 100 * $10, 100 * $22, $11, 100 * $12, $13, $14, $15, $19, $5, note }'
   ((errors == 0)) || warn "$s $m c=$c: $errors client errors (socket errors, bad responses, over $WRK_TIMEOUT), see $logf"
   sleep 1 # let the closed connections drain
 }
@@ -401,7 +413,11 @@ for m in $MODES; do
     done
   fi
   for c in $CONNS; do
-    for s in $SERVERS; do bench_point "$s" "$m" "$c"; done
+    for r in $(seq "$ROUNDS"); do
+      order=$SERVERS
+      ((r % 2 == 0)) && order=$(tr ' ' '\n' <<<"$SERVERS" | grep . | tac | tr '\n' ' ')
+      for s in $order; do bench_point "$s" "$m" "$c" "$r"; done
+    done
   done
 done
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -411,19 +427,34 @@ stop_servers
 echo
 echo "Results (window after the ramp; MB = 10^6 bytes; CPU-s/GB = server CPU seconds per 10^9 bytes; per worker: min/max)"
 awk -F'\t' 'NR == 1 {
-    printf "%-6s %-5s %6s %9s %9s %9s %6s %9s %6s %7s %13s %13s %8s\n",
-      "server", "mode", "conns", "MB/s", "req/s", "srv CPU s", "srv %", "CPU-s/GB", "cli %", "errors", "conns/worker", "CPU-s/worker", "bound"
+    printf "%-6s %-5s %6s %5s %9s %9s %9s %6s %6s %9s %6s %7s %13s %13s %8s\n",
+      "server", "mode", "conns", "round", "MB/s", "req/s", "srv CPU s", "srv %", "user %", "CPU-s/GB", "cli %", "errors", "conns/worker", "CPU-s/worker", "bound"
     next }
-  { printf "%-6s %-5s %6s %9s %9s %9s %5.0f%% %9s %5.0f%% %7s %13s %13s %8s\n", $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $13, $14, $15, $18 }' "$RESULTS"
+  { printf "%-6s %-5s %6s %5s %9s %9s %9s %5.0f%% %5.1f%% %9s %5.0f%% %7s %13s %13s %8s\n", $1, $2, $3, $21, $7, $8, $9, 100 * $10, 100 * $22, $11, 100 * $12, $13, $14, $15, $18 }' "$RESULTS"
 
 RATIOS=$OUT/scale-ratios.txt
-awk -F'\t' 'NR > 1 { k = $2 SUBSEP $3; mb[$1 SUBSEP k] = $7; pg[$1 SUBSEP k] = $11
-    if ($1 == "edge") order[++n] = k }
+# per point and round, then (ROUNDS > 1) the median of each point's rounds
+awk -F'\t' -v rounds="$ROUNDS" '
+  function median(list,   v, n, i, j, t) {
+    n = split(list, v, " ")
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  NR > 1 { k = $2 SUBSEP $3; kr = k SUBSEP $21; mb[$1 SUBSEP kr] = $7; pg[$1 SUBSEP kr] = $11
+    if ($1 == "edge") order[++n] = kr }
   END {
     for (i = 1; i <= n; i++) {
       split(order[i], p, SUBSEP); e = "edge" SUBSEP order[i]; g = "nginx" SUBSEP order[i]
       if (!(g in mb) || mb[g] == 0 || pg[g] == 0) continue
-      printf "ratio edge/nginx %s c=%s throughput: %.2fx cpu-per-GB: %.2fx\n", p[1], p[2], mb[e] / mb[g], pg[e] / pg[g]
+      tr = mb[e] / mb[g]; cr = pg[e] / pg[g]
+      printf "ratio edge/nginx %s c=%s%s throughput: %.2fx cpu-per-GB: %.2fx\n", p[1], p[2], (rounds > 1) ? " round " p[3] : "", tr, cr
+      k = p[1] SUBSEP p[2]
+      if (!(k in trs)) korder[++nk] = k
+      trs[k] = trs[k] " " tr; crs[k] = crs[k] " " cr; nr[k]++
+    }
+    if (rounds > 1) for (i = 1; i <= nk; i++) {
+      split(korder[i], p, SUBSEP)
+      printf "ratio edge/nginx %s c=%s median of %d rounds throughput: %.2fx cpu-per-GB: %.2fx\n", p[1], p[2], nr[korder[i]], median(trs[korder[i]]), median(crs[korder[i]])
     }
   }' "$RESULTS" >"$RATIOS"
 echo
@@ -448,20 +479,21 @@ fi
   echo "- nginx: $NGINX_VERSION, \`worker_processes $WORKERS\`, \`reuseport\`, \`worker_connections $MAX_CONNS\`, sendfile, tcp_nopush, keepalive_requests 1000000, access_log off$NGINX_OFC"
   echo "- edge: $EDGE_VERSION, \`EDGE_WORKER_THREADS=$WORKERS\`, \`max_connections = $MAX_CONNS\`, \`min_send_rate_bytes_per_sec = 0\`$EDGE_OFC; binary \`$EDGE_BIN\`$([[ -x $EDGE_BIN ]] && date -u -r "$EDGE_BIN" '+ (%Y-%m-%d %H:%M UTC)')"
   echo "- client: $CLIENT_DESC (T = CPUs in the client set, at most C), keep-alive, $NFILES files x ${FILE_MIB} MiB round-robin, loopback"
-  echo "- window: ${DURATION} s, starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes the client read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
+  echo "- window: ${DURATION} s per point, server and round ($ROUNDS round$( ((ROUNDS > 1)) && echo "s, the servers' order reversed every other round")), starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes the client read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
   echo "- per worker (min/max): connections halfway through the window (edge: \`edge_worker_open_connections\`, n/a when the binary lacks it or the scrape took over 5 s; nginx: ss per worker pid) and CPU seconds in the window (nginx worker processes; edge: the main thread, worker 0, and the \`edge-worker-N\` threads)"
   echo "- TCP mem pages: the kernel's TCP memory halfway through the window (/proc/net/sockstat), marked (pressure) when TCP was under memory pressure then (/proc/net/protocols); tcp_mem is $TCP_MEM pages: pressure starts above the second value and ends below the first, and while it lasts the kernel cuts every socket's send buffer"
   echo "- bound: server = the server used at least $SATURATION of its CPUs (the point measures the server), client = the client did while the server did not (it measures the client), neither = both below (something else held the CPUs back)"
   echo "- command: \`$COMMAND_LINE\`"
   echo
-  echo "| server | mode | conns | MB/s | req/s | server CPU s | server CPU % of set | CPU s/GB | client CPU % of set | bound | errors | conns per worker | CPU s per worker | TCP mem pages |"
-  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|"
-  awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %.0f%% | %s | %.0f%% | %s | %s | %s | %s | %s%s |\n", $1, $2, $3, $7, $8, $9, 100 * $10, $11, 100 * $12, $18, $13, $14, $15, $19, ($20 == "yes") ? " (pressure)" : "" }' "$RESULTS"
+  echo "| server | mode | conns | round | MB/s | req/s | server CPU s | server CPU % of set | user % of server CPU | CPU s/GB | client CPU % of set | bound | errors | conns per worker | CPU s per worker | TCP mem pages |"
+  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|"
+  awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %.0f%% | %.1f%% | %s | %.0f%% | %s | %s | %s | %s | %s%s |\n", $1, $2, $3, $21, $7, $8, $9, 100 * $10, 100 * $22, $11, 100 * $12, $18, $13, $14, $15, $19, ($20 == "yes") ? " (pressure)" : "" }' "$RESULTS"
   if [[ -s $RATIOS ]]; then
     echo
-    echo "| edge/nginx | conns | throughput (higher is better) | CPU s per GB (lower is better) |"
-    echo "|---|--:|--:|--:|"
-    awk '{ printf "| %s | %s | %s | %s |\n", $3, substr($4, 3), $6, $8 }' "$RATIOS"
+    echo "| edge/nginx | conns | round | throughput (higher is better) | CPU s per GB (lower is better) |"
+    echo "|---|--:|--:|--:|--:|"
+    awk '{ r = ($5 == "round") ? $6 : ($5 == "median") ? "**median of " $7 "**" : "1"
+      printf "| %s | %s | %s | %s | %s |\n", $3, substr($4, 3), r, $(NF - 2), $NF }' "$RATIOS"
   fi
 } >"$MD"
 echo
