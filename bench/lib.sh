@@ -78,6 +78,8 @@ proc_tree() {
 cpu_ticks() { stat_ticks 1 "$@"; }
 # sum of utime ticks (user space only) of the given pids
 user_ticks() { stat_ticks 0 "$@"; }
+# voluntary context switches of all threads of a pid: how often it slept, waiting
+sleeps() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '$1 == "voluntary_ctxt_switches:" { n += $2 } END { print n + 0 }'; }
 stat_ticks() { # with_stime pid...
   local total=0 p line rest sys=$1
   local -a f

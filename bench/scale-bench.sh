@@ -48,7 +48,9 @@
 # server CPU s and its share of SERVER_CPUS, server CPU s per GB, the share of
 # that CPU spent in user space (utime; the rest is the kernel's: sendfile, TCP and, on
 # loopback, the receiving side's TCP work run in the sender's softirq), client CPU share of
-# CLIENT_CPUS, which side was saturated (bound: server when the server used at least
+# CLIENT_CPUS, the client's wake-ups per GB (its voluntary context switches: it slept
+# with nothing to read; on loopback the server's CPU pays for waking it, in the softirq
+# that delivers the data, so a point's CPU per GB moves with this count), which side was saturated (bound: server when the server used at least
 # SATURATION of its CPUs, client when wrk did and the server did not, else neither;
 # only "server" points measure the server), wrk errors, and the per-worker spread of
 # connections and of CPU seconds as min/max. Then the edge/nginx ratios of MB/s and of
@@ -275,7 +277,7 @@ fi
 
 # ---------------------------------------------------------------- points
 RESULTS=$OUT/scale-results.tsv
-printf 'server\tmode\tconns\twrk_threads\tramp_s\twindow_s\tmb_s\treq_s\tserver_cpu_s\tserver_util\tcpu_s_per_gb\tclient_util\terrors\tconn_spread\tcpu_spread_s\twrk_requests\tload1\tbound\ttcp_mem_pages\ttcp_pressure\tround\tserver_user_share\n' >"$RESULTS"
+printf 'server\tmode\tconns\twrk_threads\tramp_s\twindow_s\tmb_s\treq_s\tserver_cpu_s\tserver_util\tcpu_s_per_gb\tclient_util\terrors\tconn_spread\tcpu_spread_s\twrk_requests\tload1\tbound\ttcp_mem_pages\ttcp_pressure\tround\tserver_user_share\tclient_wakeups_per_gb\n' >"$RESULTS"
 # the kernel's TCP memory thresholds (tcp_mem, pages), and now: pages in use, pressure
 TCP_MEM=$(tr -s ' \t' ' ' </proc/sys/net/ipv4/tcp_mem)
 tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
@@ -322,7 +324,7 @@ load_summary() { # logfile key
 
 bench_point() { # server mode conns round
   local s=$1 m=$2 c=$3 r=$4 port threads eff logf wpid pids pids_after t_start ramp ts t0 t1 n
-  local usr0 usr1 srv0 srv1 wrk0 wrk1 rc0 rc1 w0 w1 cspread tmem tpress load1 errors requests
+  local usr0 usr1 cw0 cw1 srv0 srv1 wrk0 wrk1 rc0 rc1 w0 w1 cspread tmem tpress load1 errors requests
   port=$(port_of "$s" "$m")
   threads=$(wrk_threads_for "$c")
   eff=$c
@@ -350,7 +352,7 @@ bench_point() { # server mode conns round
   sleep "$SETTLE"
 
   # shellcheck disable=SC2086
-  { t0=$(now); srv0=$(cpu_ticks $pids); usr0=$(user_ticks $pids); wrk0=$(cpu_ticks "$wpid"); rc0=$(load_bytes "$wpid" "$logf"); }
+  { t0=$(now); srv0=$(cpu_ticks $pids); usr0=$(user_ticks $pids); wrk0=$(cpu_ticks "$wpid"); cw0=$(sleeps "$wpid"); rc0=$(load_bytes "$wpid" "$logf"); }
   w0=$(worker_ticks "$s" "${PID[$s]}")
   ts=$(awk -v t="$t0" -v d="$DURATION" 'BEGIN { printf "%.6f", t + d }')
   sleep_until "$(awk -v t="$t0" -v d="$DURATION" 'BEGIN { printf "%.6f", t + d / 2 }')"
@@ -359,7 +361,7 @@ bench_point() { # server mode conns round
   tpress=$(tcp_pressure)
   sleep_until "$ts"
   # shellcheck disable=SC2086
-  { t1=$(now); srv1=$(cpu_ticks $pids); usr1=$(user_ticks $pids); wrk1=$(cpu_ticks "$wpid"); rc1=$(load_bytes "$wpid" "$logf"); }
+  { t1=$(now); srv1=$(cpu_ticks $pids); usr1=$(user_ticks $pids); wrk1=$(cpu_ticks "$wpid"); cw1=$(sleeps "$wpid"); rc1=$(load_bytes "$wpid" "$logf"); }
   w1=$(worker_ticks "$s" "${PID[$s]}")
   kill -INT "$wpid" 2>/dev/null || true
   wait "$wpid" || { cat "$logf" >&2; die "the client ($LOAD) failed for $s $m c=$c (see $logf)"; }
@@ -373,7 +375,7 @@ bench_point() { # server mode conns round
   [[ -n $errors && -n $requests ]] || { cat "$logf" >&2; die "no summary from the client in $logf"; }
 
   awk -v s="$s" -v m="$m" -v c="$c" -v th="$threads" -v ramp="$ramp" -v t0="$t0" -v t1="$t1" \
-      -v srv="$((srv1 - srv0))" -v usr="$((usr1 - usr0))" -v r="$r" -v wrk="$((wrk1 - wrk0))" -v rb="$((rc1 - rc0))" -v hz="$CLK_TCK" \
+      -v srv="$((srv1 - srv0))" -v usr="$((usr1 - usr0))" -v r="$r" -v cw="$((cw1 - cw0))" -v wrk="$((wrk1 - wrk0))" -v rb="$((rc1 - rc0))" -v hz="$CLK_TCK" \
       -v ns="$N_SERVER" -v nc="$N_CLIENT" -v errors="$errors" -v requests="$requests" \
       -v resp="${RESP_BYTES[$s]}" -v cspread="$cspread" -v w0="$w0" -v w1="$w1" -v load1="$load1" -v tmem="${tmem:-0}" -v tpress="${tpress:-n/a}" \
       -v sat="$SATURATION" 'BEGIN {
@@ -392,14 +394,14 @@ bench_point() { # server mode conns round
     su = cpu / win / ns; cu = cli / win / nc
     bound = (su >= sat) ? "server" : (cu >= sat) ? "client" : "neither"
     us = (srv > 0) ? usr / srv : 0
-    printf "%s\t%s\t%d\t%d\t%s\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.3f\t%.2f\t%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%.3f\n",
-      s, m, c, th, ramp, win, mbs, rps, cpu, su, perg, cu, errors, cspread, cs, requests, load1, bound, tmem, tpress, r, us
+    printf "%s\t%s\t%d\t%d\t%s\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.3f\t%.2f\t%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%.3f\t%.0f\n",
+      s, m, c, th, ramp, win, mbs, rps, cpu, su, perg, cu, errors, cspread, cs, requests, load1, bound, tmem, tpress, r, us, (rb > 0) ? cw / (rb / 1e9) : 0
   }' >>"$RESULTS"
   tail -n 1 "$RESULTS" | awk -F'\t' -v rounds="$ROUNDS" '{
     note = ($18 == "client") ? "  CLIENT-BOUND" : ($18 == "neither") ? "  (neither server nor client saturated)" : ""
     if ($20 == "yes") note = note "  TCP MEMORY PRESSURE"
-    printf "    %-5s %-5s c=%-5s%s %9s MB/s %9s req/s  server CPU %6s s (%3.0f%% of its CPUs, %4.1f%% user)  %7s CPU-s/GB  client %3.0f%%  errors %s  conns/worker %s  CPU-s/worker %s  TCP mem %s pages  (ramp %s s)%s\n",
-      $1, $2, $3, (rounds > 1) ? " r" $21 : "", $7, $8, $9, 100 * $10, 100 * $22, $11, 100 * $12, $13, $14, $15, $19, $5, note }'
+    printf "    %-5s %-5s c=%-5s%s %9s MB/s %9s req/s  server CPU %6s s (%3.0f%% of its CPUs, %4.1f%% user)  %7s CPU-s/GB  client %3.0f%% (%s wake-ups/GB)  errors %s  conns/worker %s  CPU-s/worker %s  TCP mem %s pages  (ramp %s s)%s\n",
+      $1, $2, $3, (rounds > 1) ? " r" $21 : "", $7, $8, $9, 100 * $10, 100 * $22, $11, 100 * $12, $23, $13, $14, $15, $19, $5, note }'
   ((errors == 0)) || warn "$s $m c=$c: $errors client errors (socket errors, bad responses, over $WRK_TIMEOUT), see $logf"
   sleep 1 # let the closed connections drain
 }
@@ -485,9 +487,9 @@ fi
   echo "- bound: server = the server used at least $SATURATION of its CPUs (the point measures the server), client = the client did while the server did not (it measures the client), neither = both below (something else held the CPUs back)"
   echo "- command: \`$COMMAND_LINE\`"
   echo
-  echo "| server | mode | conns | round | MB/s | req/s | server CPU s | server CPU % of set | user % of server CPU | CPU s/GB | client CPU % of set | bound | errors | conns per worker | CPU s per worker | TCP mem pages |"
-  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|"
-  awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %.0f%% | %.1f%% | %s | %.0f%% | %s | %s | %s | %s | %s%s |\n", $1, $2, $3, $21, $7, $8, $9, 100 * $10, 100 * $22, $11, 100 * $12, $18, $13, $14, $15, $19, ($20 == "yes") ? " (pressure)" : "" }' "$RESULTS"
+  echo "| server | mode | conns | round | MB/s | req/s | server CPU s | server CPU % of set | user % of server CPU | CPU s/GB | client CPU % of set | client wake-ups per GB | bound | errors | conns per worker | CPU s per worker | TCP mem pages |"
+  echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|"
+  awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %.0f%% | %.1f%% | %s | %.0f%% | %s | %s | %s | %s | %s | %s%s |\n", $1, $2, $3, $21, $7, $8, $9, 100 * $10, 100 * $22, $11, 100 * $12, $23, $18, $13, $14, $15, $19, ($20 == "yes") ? " (pressure)" : "" }' "$RESULTS"
   if [[ -s $RATIOS ]]; then
     echo
     echo "| edge/nginx | conns | round | throughput (higher is better) | CPU s per GB (lower is better) |"
