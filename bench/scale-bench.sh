@@ -84,6 +84,8 @@
 #   WRK_THREADS       client threads (wrk -t, fetch-load --threads) [CPUs in CLIENT_CPUS,
 #                     at most the connections]
 #   WRK_TIMEOUT       client timeout: responses slower than this count as errors [60s]
+#   BUSY_POLL         1 = fetch-load --busy-poll: the client never sleeps in epoll_wait,
+#                     so on loopback the server's softirq does not wake it [0]
 #   SATURATION        CPU share at which the client or the server counts as saturated [0.90]
 #   NFILES FILE_MIB   segment files [32 2]
 #   OPEN_FILE_CACHE   files kept open per worker by both servers: edge
@@ -112,7 +114,7 @@ ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 # the command as given, with the settings from the environment
 COMMAND_LINE=""
 for v in OUT EDGE_BIN LOAD FETCH_LOAD_BIN SERVERS MODES CONNS DURATION ROUNDS WARMUP RAMP_MAX RAMP_BYTES SETTLE SERVER_CPUS \
-  CLIENT_CPUS WORKERS WRK_THREADS WRK_TIMEOUT SATURATION NFILES FILE_MIB NGINX_BIN OPEN_FILE_CACHE; do
+  CLIENT_CPUS WORKERS WRK_THREADS WRK_TIMEOUT SATURATION BUSY_POLL NFILES FILE_MIB NGINX_BIN OPEN_FILE_CACHE; do
   if [[ -n ${!v:-} ]]; then COMMAND_LINE+="$v=$(printf '%q' "${!v}") "; fi
 done
 COMMAND_LINE+="$0${*:+ $*}"
@@ -133,6 +135,7 @@ SETTLE=${SETTLE:-1}
 SERVER_CPUS=${SERVER_CPUS:-0}
 WRK_TIMEOUT=${WRK_TIMEOUT:-60s}
 SATURATION=${SATURATION:-0.90}
+BUSY_POLL=${BUSY_POLL:-0}
 NFILES=${NFILES:-32}
 FILE_MIB=${FILE_MIB:-2}
 NGINX_HTTP_PORT=${NGINX_HTTP_PORT:-29080}
@@ -163,6 +166,11 @@ for v in DURATION ROUNDS WARMUP RAMP_MAX RAMP_BYTES SETTLE NFILES FILE_MIB; do
 done
 ((DURATION > 0)) || die "DURATION must be positive"
 ((ROUNDS > 0)) || die "ROUNDS must be positive"
+case $BUSY_POLL in
+  0) BUSY_POLL_ARG= ;;
+  1) [[ $LOAD == fetch ]] || die "BUSY_POLL=1 needs LOAD=fetch"; BUSY_POLL_ARG=--busy-poll ;;
+  *) die "BUSY_POLL must be 0 or 1: $BUSY_POLL" ;;
+esac
 [[ " $SERVERS " != *" edge "* || -x $EDGE_BIN ]] ||
   die "edge binary not found at $EDGE_BIN (build it with 'cargo build --release' or set EDGE_BIN)"
 
@@ -303,7 +311,8 @@ start_load() { # logfile server mode conns threads seconds
     rm -f "$logf.stats"
     taskset -c "$CLIENT_CPUS" "$FETCH_LOAD_BIN" --addr "$HOST:$(port_of "$s" "$m")" --conns "$c" --threads "$t" \
       "$([[ $m == https ]] && echo --tls || echo --plain)" --path /seg_%03d.ts --nfiles "$NFILES" \
-      --timeout "${WRK_TIMEOUT%s}" --duration "$secs" --stats "$logf.stats" >"$logf" 2>&1 &
+      --timeout "${WRK_TIMEOUT%s}" --duration "$secs" --stats "$logf.stats" \
+      ${BUSY_POLL_ARG:+"$BUSY_POLL_ARG"} >"$logf" 2>&1 &
   fi
   CLIENT_PID=$!
 }

@@ -6,7 +6,7 @@
 //! fetch-load --addr 127.0.0.1:PORT --conns C (--plain | --tls) [--threads 1]
 //!            [--path /seg_%03d.ts] [--nfiles 32] [--sni localhost] [--host HOST]
 //!            [--stats FILE] [--duration SECS] [--timeout 60] [--concurrency 256]
-//!            [--record-from SECS] [--record-until SECS]
+//!            [--record-from SECS] [--record-until SECS] [--busy-poll]
 //! ```
 //!
 //! Why: wrk copies every body byte into userspace and, over HTTPS, decrypts it, so on
@@ -162,6 +162,12 @@ struct Args {
     /// ... until this many seconds after the start [default: to the end].
     #[arg(long, value_name = "SECS")]
     record_until: Option<f64>,
+    /// Never sleep in `epoll_wait`: a task that always yields keeps the runtime
+    /// polling its sockets with a zero timeout. The client then spins on its own
+    /// cores, and on loopback the server no longer pays for waking it (see
+    /// `bench/README.md`).
+    #[arg(long)]
+    busy_poll: bool,
 }
 
 /// A read or write error (EOF included) as a failure.
@@ -307,6 +313,16 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if let Some(path) = args.stats.clone() {
         tasks.spawn(write_stats(Arc::clone(&plan), path, stop.clone()));
+    }
+    if args.busy_poll {
+        let mut stopped = stop.clone();
+        tasks.spawn(async move {
+            // A deferred (yielded) task makes the scheduler poll the I/O driver
+            // without blocking; `stop` ends the loop with the run.
+            while !*stopped.borrow_and_update() {
+                tokio::task::yield_now().await;
+            }
+        });
     }
     let ramp_plan = Arc::clone(&plan);
     tasks.spawn(async move {
