@@ -339,7 +339,8 @@ bench_point() { # server mode conns round
   eff=$c
   [[ $LOAD == wrk ]] && eff=$((c / threads * threads)) # wrk gives each thread conns/threads
   ((eff == c)) || warn "wrk opens $eff connections, not $c ($c / $threads threads rounded down)"
-  logf=$OUT/logs/scale-wrk-$s-$m-c$c$( ((ROUNDS > 1)) && echo "-r$r").txt
+  logf=$OUT/logs/scale-wrk-$s-$m-c$c.txt
+  ((ROUNDS == 1)) || logf=$OUT/logs/scale-wrk-$s-$m-c$c-r$r.txt
   load1=$(cut -d' ' -f1 /proc/loadavg)
   pids=$(proc_tree "${PID[$s]}" | sort -n | tr '\n' ' ')
 
