@@ -40,19 +40,20 @@
 #      errors, non-2xx/3xx or bad responses, responses over WRK_TIMEOUT).
 # With ROUNDS > 1 every point is measured ROUNDS times in a row, the servers' order
 # reversed every other round (nginx, edge, edge, nginx, ...), so that drift in the
-# host's background load hits both alike: at 16000 busy plain-HTTP connections on
-# loopback one server's result swings by 10-15 % from one window to the next, more
+# host's background load hits both alike: on the 2-core host one server's plain-HTTP
+# result swings by 10-25 % from one window to the next with nothing changed, more
 # than the difference between the servers, and one round cannot tell them apart.
 # Per point: MB/s and req/s over the window (req/s = bytes / response size, the
 # file plus the server's response head as curl sees it),
-# server CPU s and its share of SERVER_CPUS, server CPU s per GB, the share of
-# that CPU spent in user space (utime; the rest is the kernel's: sendfile, TCP and, on
-# loopback, the receiving side's TCP work run in the sender's softirq), client CPU share of
-# CLIENT_CPUS, the client's wake-ups per GB (its voluntary context switches: it slept
-# with nothing to read; on loopback the server's CPU pays for waking it, in the softirq
-# that delivers the data, so a point's CPU per GB moves with this count), which side was saturated (bound: server when the server used at least
-# SATURATION of its CPUs, client when wrk did and the server did not, else neither;
-# only "server" points measure the server), wrk errors, and the per-worker spread of
+# server CPU s and its share of SERVER_CPUS, server CPU s per GB, the share of that
+# CPU spent in user space (utime; the rest is the kernel's: sendfile, TCP and, on
+# loopback, the receiving side's TCP work run in the sender's softirq), client CPU
+# share of CLIENT_CPUS, the client's wake-ups per GB (its voluntary context switches:
+# it slept with nothing to read; on loopback the server's CPU pays for waking it, in
+# the softirq that delivers the data, so a point's CPU per GB moves with this count),
+# which side was saturated (bound: server when the server used at least SATURATION of
+# its CPUs, client when wrk did and the server did not, else neither; only "server"
+# points measure the server), wrk errors, and the per-worker spread of
 # connections and of CPU seconds as min/max. Then the edge/nginx ratios of MB/s and of
 # CPU s per GB per point and round, and with ROUNDS > 1 their median over the rounds.
 #
@@ -491,7 +492,9 @@ fi
   echo "- nginx: $NGINX_VERSION, \`worker_processes $WORKERS\`, \`reuseport\`, \`worker_connections $MAX_CONNS\`, sendfile, tcp_nopush, keepalive_requests 1000000, access_log off$NGINX_OFC"
   echo "- edge: $EDGE_VERSION, \`EDGE_WORKER_THREADS=$WORKERS\`, \`max_connections = $MAX_CONNS\`, \`min_send_rate_bytes_per_sec = 0\`$EDGE_OFC; binary \`$EDGE_BIN\`$([[ -x $EDGE_BIN ]] && date -u -r "$EDGE_BIN" '+ (%Y-%m-%d %H:%M UTC)')"
   echo "- client: $CLIENT_DESC (T = CPUs in the client set, at most C), keep-alive, $NFILES files x ${FILE_MIB} MiB round-robin, loopback"
-  echo "- window: ${DURATION} s per point, server and round ($ROUNDS round$( ((ROUNDS > 1)) && echo "s, the servers' order reversed every other round")), starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes the client read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
+  ROUNDS_DESC="$ROUNDS round"
+  ((ROUNDS == 1)) || ROUNDS_DESC+="s, the servers' order reversed every other round"
+  echo "- window: ${DURATION} s per point, server and round ($ROUNDS_DESC), starting ${SETTLE} s after 99 % of the C connections had received over $RAMP_BYTES bytes (connects and TLS handshakes left out); MB/s = bytes the client read from its sockets in the window (TLS records over HTTPS); req/s = that / response size (head + file); server CPU = utime+stime of all its processes and threads; TLS 1.2/1.3, ECDSA P-256, no kTLS"
   echo "- per worker (min/max): connections halfway through the window (edge: \`edge_worker_open_connections\`, n/a when the binary lacks it or the scrape took over 5 s; nginx: ss per worker pid) and CPU seconds in the window (nginx worker processes; edge: the main thread, worker 0, and the \`edge-worker-N\` threads)"
   echo "- TCP mem pages: the kernel's TCP memory halfway through the window (/proc/net/sockstat), marked (pressure) when TCP was under memory pressure then (/proc/net/protocols); tcp_mem is $TCP_MEM pages: pressure starts above the second value and ends below the first, and while it lasts the kernel cuts every socket's send buffer"
   echo "- bound: server = the server used at least $SATURATION of its CPUs (the point measures the server), client = the client did while the server did not (it measures the client), neither = both below (something else held the CPUs back)"
