@@ -43,6 +43,12 @@ export DEBIAN_FRONTEND=noninteractive CARGO_TERM_COLOR=never
 export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 passed=(); failed=()
 
+# cpu_ticks -> "BUSY STEAL" clock ticks of the whole machine since boot (/proc/stat)
+cpu_ticks() {
+    local _c u n s i io irq sirq st
+    read -r _c u n s i io irq sirq st _ < /proc/stat
+    echo "$((u + n + s + irq + sirq)) $st"
+}
 stage() { # NAME CMD...
     local name=$1; shift
     if [[ " ${SKIP_STAGES:-} " == *" $name "* ]]; then
@@ -50,12 +56,17 @@ stage() { # NAME CMD...
         failed+=("$name(skipped)"); return
     fi
     echo "=== $name"
-    local t0=$SECONDS
-    if "$@"; then
-        echo "=== $name: ok ($((SECONDS - t0)) s)"; passed+=("$name")
-    else
-        echo "=== $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name")
-    fi
+    local t0=$SECONDS c0 c1 hz usage
+    c0=$(cpu_ticks)
+    if "$@"; then local verdict=ok; passed+=("$name"); else local verdict=FAILED; failed+=("$name"); fi
+    # How busy the machine was (every process, not only this stage's) and how much
+    # time the hypervisor took (steal): what tells a slow host from a slower suite.
+    c1=$(cpu_ticks); hz=$(getconf CLK_TCK)
+    usage=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n="$(nproc)" -v w=$((SECONDS - t0)) 'BEGIN {
+        split(a, x, " "); split(b, y, " "); w = (w < 1 ? 1 : w)
+        printf "cpu %.0f s = %.0f%% of %d cores, steal %.0f s", (y[1] - x[1]) / hz,
+            100 * (y[1] - x[1]) / hz / w / n, n, (y[2] - x[2]) / hz }')
+    echo "=== $name: $verdict ($((SECONDS - t0)) s; $usage)"
 }
 
 install() {
