@@ -20,7 +20,7 @@
 #             in the background from unit+e2e on, through clients: its result
 #   ktls-vm   the kTLS suite in a QEMU guest running Debian's kernel (both modes)
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings, run at nice 19 in
-#             the background from clients on (target/clippy): its result
+#             the background from clients on: its result
 #   cache-vm  the disk-cache suite in the guest: an HDD-throttled cache disk must not
 #             slow hot clients (cold reads on the I/O pool), a failing (dm error)
 #             disk is taken out of service without a wrong byte
@@ -269,17 +269,19 @@ steady_stage() {
     return $rc
 }
 stage unit+e2e cargo nextest run --workspace --no-fail-fast -E "not $STEADY_STORM"
-# Two compiles run from here on at the lowest priority, in the background: clippy (in
-# its own target directory, so it holds no lock the later stages' cargo needs) and
-# cargo-fuzz with the fuzz targets (fuzz/ is its own workspace). The clients and
-# ktls-vm stages leave most of the two cores idle (18 % and 56 % busy alone) and have
-# no timing thresholds a niced compile could tip; cache-vm has (a p99 ratio), so both
-# compiles are waited for before it starts.
+# Two compiles run from here on at the lowest priority, in the background: clippy and
+# cargo-fuzz with the fuzz targets (fuzz/ is its own workspace). The clippy run
+# shares target/ with the build: no later stage runs cargo there, and the build's
+# build-script outputs and proc macros (ring's C and assembly among them) are reused;
+# in a target directory of its own, clippy redid them, and that cost more than it
+# saved. The clients and ktls-vm stages leave most of the two cores idle (18 % and
+# 56 % busy alone) and have no timing thresholds a niced compile could tip; cache-vm
+# has (a p99 ratio), so both compiles are waited for before it starts.
 clippy_log=$(mktemp /tmp/edge-clippy.XXXXXX)
 clippy_pid=
 if [[ " ${SKIP_STAGES:-} " != *" clippy "* ]]; then
     (renice -n 19 -p "$BASHPID" > /dev/null
-     cargo clippy --workspace --all-targets --target-dir target/clippy -- -D warnings) > "$clippy_log" 2>&1 &
+     cargo clippy --workspace --all-targets -- -D warnings) > "$clippy_log" 2>&1 &
     clippy_pid=$!
 fi
 clippy_stage() {
