@@ -2,11 +2,11 @@
 # tests/run-all.sh - the whole test suite, on a fresh machine of this kind (Debian
 # bookworm, Rust stable with cargo-nextest, root). Installs what it needs first.
 #
-# Stages, in the order they report (each runs even if an earlier one failed, so one
-# run shows every failure):
+# Stages (each runs even if an earlier one failed, so one run shows every failure):
 #   install   apt packages (ffmpeg, chromium, nginx, wrk, strace, qemu, ...) and the
 #             browser test's npm packages, only what is missing
 #   fmt       cargo fmt --all --check
+#   clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   build     cargo build --workspace --bins (edge, tls-peer, tls-nonce-relay: used by later stages)
 #   unit+e2e  cargo nextest run --workspace (unit tests, loopback e2e, strace zero-copy),
 #             all but the five-minute steady-population storm test
@@ -19,8 +19,6 @@
 #   storm-5min the five-minute steady-population storm test (tests/e2e/storms.rs), run
 #             in the background from unit+e2e on, through clients: its result
 #   ktls-vm   the kTLS suite in a QEMU guest running Debian's kernel (both modes)
-#   clippy    cargo clippy --workspace --all-targets -- -D warnings, run at nice 19 in
-#             the background from clients on: its result
 #   cache-vm  the disk-cache suite in the guest: an HDD-throttled cache disk must not
 #             slow hot clients (cold reads on the I/O pool), a failing (dm error)
 #             disk is taken out of service without a wrong byte
@@ -37,9 +35,7 @@
 # Ends with "suite: N passed, M failed" over the stages; exit 0 only if all passed.
 # Each stage's last line gives its wall time, the CPU time the whole machine spent
 # meanwhile (busy share of all cores) and the time the hypervisor stole: the three
-# tell a slow host from a slower suite. The work in the background keeps the cores
-# busy while clients and ktls-vm mostly wait; cache-vm, whose checks compare
-# latencies, starts only after it has ended.
+# tell a slow host from a slower suite.
 #
 # Env: SKIP_STAGES="ktls-vm clients" skips named stages (reported as failed, so a
 # skipped stage can never look green); KEEP_LOGS=1 keeps the demo's logs;
@@ -248,6 +244,7 @@ fleet_stage() {
     tests/fleet/fleet-suite.sh
 }
 stage fmt cargo fmt --all --check
+stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage build cargo build --workspace --bins
 # The five-minute steady-population storm test mostly waits (a quarter of a core), so
 # it runs in its own nextest run in the background, beside the rest of unit+e2e and
@@ -269,27 +266,12 @@ steady_stage() {
     return $rc
 }
 stage unit+e2e cargo nextest run --workspace --no-fail-fast -E "not $STEADY_STORM"
-# Two compiles run from here on at the lowest priority, in the background: clippy and
-# cargo-fuzz with the fuzz targets (fuzz/ is its own workspace). The clippy run
-# shares target/ with the build: no later stage runs cargo there, and the build's
-# build-script outputs and proc macros (ring's C and assembly among them) are reused;
-# in a target directory of its own, clippy redid them, and that cost more than it
-# saved. The clients and ktls-vm stages leave most of the two cores idle (18 % and
-# 56 % busy alone) and have no timing thresholds a niced compile could tip; cache-vm
-# has (a p99 ratio), so both compiles are waited for before it starts.
-clippy_log=$(mktemp /tmp/edge-clippy.XXXXXX)
-clippy_pid=
-if [[ " ${SKIP_STAGES:-} " != *" clippy "* ]]; then
-    (renice -n 19 -p "$BASHPID" > /dev/null
-     cargo clippy --workspace --all-targets -- -D warnings) > "$clippy_log" 2>&1 &
-    clippy_pid=$!
-fi
-clippy_stage() {
-    local rc=0
-    wait "$clippy_pid" || rc=$?
-    cat "$clippy_log"
-    return $rc
-}
+# cargo-fuzz and the fuzz targets are built from here on at the lowest priority: the
+# clients and ktls-vm stages leave most of the two cores idle (18 % and 56 % busy
+# alone) and have no timing thresholds a niced compile could tip; cache-vm has (a p99
+# ratio), so the build is waited for before it starts. (Clippy in the background as
+# well saved nothing: after the build it costs a third of its time alone, as the
+# build scripts and proc macros are shared, and it slowed the stages beside it.)
 fuzz_build_log=$(mktemp /tmp/edge-fuzz-build.XXXXXX)
 fuzz_build_pid=
 fuzz_build_rc=
@@ -300,7 +282,6 @@ fi
 stage clients demo_clients
 stage storm-5min steady_stage
 stage ktls-vm tests/vm/edge-ktls-suite.sh
-stage clippy clippy_stage
 if [ -n "$fuzz_build_pid" ]; then
     fuzz_build_rc=0; wait "$fuzz_build_pid" || fuzz_build_rc=$?
 fi
@@ -313,5 +294,5 @@ echo
 echo "passed stages: ${passed[*]:-none}"
 echo "failed stages: ${failed[*]:-none}"
 echo "suite: ${#passed[@]} passed, ${#failed[@]} failed"
-rm -f "$prefetch_log" "$steady_log" "$clippy_log" "$fuzz_build_log"
+rm -f "$prefetch_log" "$steady_log" "$fuzz_build_log"
 [ ${#failed[@]} -eq 0 ]
