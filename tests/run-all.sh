@@ -79,6 +79,28 @@ stage() { # NAME CMD...
     echo "=== $name: $verdict ($((SECONDS - t0)) s; $usage)"
 }
 
+# Work run beside the stages. bg NAME NICE CMD... starts CMD (a function too) at that
+# nice level, its output in $BG_LOGS/NAME.log, unless a stage named NAME is in
+# SKIP_STAGES; bg_wait NAME waits for it once, remembers its exit status and returns
+# it (1 if it never started).
+BG_LOGS=$(mktemp -d)
+declare -A bg_pids=() bg_status=()
+bg() {
+    local name=$1 level=$2; shift 2
+    [[ " ${SKIP_STAGES:-} " != *" $name "* ]] || return 0
+    (renice -n "$level" -p "$BASHPID" > /dev/null; "$@") > "$BG_LOGS/$name.log" 2>&1 &
+    bg_pids[$name]=$!
+}
+bg_wait() {
+    local name=$1 rc=0
+    if [ -z "${bg_status[$name]:-}" ]; then
+        [ -n "${bg_pids[$name]:-}" ] || return 1
+        wait "${bg_pids[$name]}" || rc=$?
+        bg_status[$name]=$rc
+    fi
+    return "${bg_status[$name]}"
+}
+
 install() {
     # prometheus: for promtool (clients stage); bookworm has no smaller package with it
     local want=(ffmpeg chromium libnss3-tools nginx wrk strace curl openssl ca-certificates
@@ -116,11 +138,7 @@ fuzz_build() {
 }
 
 fuzz_targets() {
-    if [ -n "$fuzz_build_rc" ]; then
-        [ "$fuzz_build_rc" = 0 ] || { cat "$fuzz_build_log"; echo "building the fuzz targets failed"; return 1; }
-    else
-        fuzz_build || return 1
-    fi
+    bg_wait fuzz || { cat "$BG_LOGS/fuzz.log"; echo "building the fuzz targets failed"; return 1; }
     local t i rc=0
     local -x RUSTC_BOOTSTRAP=1
     # libFuzzer runs on one core: two targets at a time, one per core here
@@ -231,16 +249,9 @@ stage install install
 # The fleet's guest image (the guest kernel, the pinned Ansible venv, debootstrap: mostly
 # downloads and unpacking) is built beside the compile stages instead of inside the
 # fleet stage; fleet waits for it, and its log is printed there if the build failed.
-prefetch_log=$(mktemp /tmp/edge-prefetch.XXXXXX)
-prefetch_pid=
-if [[ " ${SKIP_STAGES:-} " != *" fleet "* ]]; then
-    nice -n 10 tests/fleet/build-rootfs.sh > "$prefetch_log" 2>&1 &
-    prefetch_pid=$!
-fi
+bg fleet 10 tests/fleet/build-rootfs.sh
 fleet_stage() {
-    if [ -n "$prefetch_pid" ] && ! wait "$prefetch_pid"; then
-        echo "background build of the guest image failed:"; cat "$prefetch_log"
-    fi
+    bg_wait fleet || { echo "background build of the guest image failed:"; cat "$BG_LOGS/fleet.log"; }
     tests/fleet/fleet-suite.sh
 }
 stage fmt cargo fmt --all --check
@@ -252,17 +263,11 @@ stage build cargo build --workspace --bins
 # storm-5min stage collects its result. Both nextest runs start together: one builds
 # the test binaries while the other waits for cargo's lock, then finds them built.
 STEADY_STORM='test(a_steady_population_raises_no_storm_in_five_minutes)'
-steady_log=$(mktemp /tmp/edge-steady.XXXXXX)
-steady_pid=
-if [[ " ${SKIP_STAGES:-} " != *" storm-5min "* ]]; then
-    cargo nextest run --workspace --no-fail-fast -E "$STEADY_STORM" > "$steady_log" 2>&1 &
-    steady_pid=$!
-fi
+bg storm-5min 0 cargo nextest run --workspace --no-fail-fast -E "$STEADY_STORM"
 steady_stage() {
-    [ -n "$steady_pid" ] || return 1
     local rc=0
-    wait "$steady_pid" || rc=$?
-    cat "$steady_log"
+    bg_wait storm-5min || rc=$?
+    cat "$BG_LOGS/storm-5min.log"
     return $rc
 }
 stage unit+e2e cargo nextest run --workspace --no-fail-fast -E "not $STEADY_STORM"
@@ -272,19 +277,11 @@ stage unit+e2e cargo nextest run --workspace --no-fail-fast -E "not $STEADY_STOR
 # ratio), so the build is waited for before it starts. (Clippy in the background as
 # well saved nothing: after the build it costs a third of its time alone, as the
 # build scripts and proc macros are shared, and it slowed the stages beside it.)
-fuzz_build_log=$(mktemp /tmp/edge-fuzz-build.XXXXXX)
-fuzz_build_pid=
-fuzz_build_rc=
-if [[ " ${SKIP_STAGES:-} " != *" fuzz "* ]]; then
-    (renice -n 19 -p "$BASHPID" > /dev/null; fuzz_build) > "$fuzz_build_log" 2>&1 &
-    fuzz_build_pid=$!
-fi
+bg fuzz 19 fuzz_build
 stage clients demo_clients
 stage storm-5min steady_stage
 stage ktls-vm tests/vm/edge-ktls-suite.sh
-if [ -n "$fuzz_build_pid" ]; then
-    fuzz_build_rc=0; wait "$fuzz_build_pid" || fuzz_build_rc=$?
-fi
+bg_wait fuzz || true  # the fuzz stage reports it
 stage cache-vm tests/vm/cache-disk-suite.sh
 stage ansible tests/fleet/lint.sh
 stage fleet fleet_stage
@@ -294,5 +291,5 @@ echo
 echo "passed stages: ${passed[*]:-none}"
 echo "failed stages: ${failed[*]:-none}"
 echo "suite: ${#passed[@]} passed, ${#failed[@]} failed"
-rm -f "$prefetch_log" "$steady_log" "$fuzz_build_log"
+rm -rf "$BG_LOGS"
 [ ${#failed[@]} -eq 0 ]
